@@ -1,0 +1,125 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The bridge between Python and the C kernels.
+
+Design: _api.py decides everything (dim, dtypes, errors, output allocation); this module only translates an
+ndarray pair into the C contract of src/softmax.h (data pointers, shape, byte strides, dtype codes) and calls the
+driver with the GIL released. It holds the active kernel table, chosen by dispatch.c at import.
+"""
+cimport numpy as cnp
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport uint16_t
+
+cnp.import_array()
+
+cdef extern from "src/softmax.h" nogil:
+    ctypedef ptrdiff_t csm_idx
+    enum:
+        CSM_F16
+        CSM_F32
+        CSM_F64
+    ctypedef struct csm_type_kernels:
+        void (*row_exp_scale)(const void *x, void *y, csm_idx n, double m, double inv) noexcept nogil
+    ctypedef struct csm_kernels:
+        const char *name
+        const char *description
+        csm_type_kernels f32
+        csm_type_kernels f64
+    ctypedef struct csm_call:
+        int ndim
+        const csm_idx *shape
+        int axis
+        const char *in_ "in"
+        const csm_idx *in_strides
+        int in_dtype
+        int in_swapped
+        int in_aligned
+        char *out
+        const csm_idx *out_strides
+        int out_dtype
+    int csm_softmax(const csm_call *call, const csm_kernels *kernels)
+    const csm_kernels *csm_best_kernels()
+    const csm_kernels *csm_kernels_by_name(const char *name)
+    int csm_available_kernels(const csm_kernels **lst, int max)
+    const char *csm_cpu_features()
+
+cdef const csm_kernels *_active = csm_best_kernels()
+
+
+cdef int _dtype_code(cnp.ndarray a) except -1:
+    cdef int num = cnp.PyArray_TYPE(a)
+    if num == cnp.NPY_FLOAT:
+        return CSM_F32
+    if num == cnp.NPY_DOUBLE:
+        return CSM_F64
+    if num == cnp.NPY_FLOAT16:
+        return CSM_F16
+    raise TypeError(f"internal: the kernel has no code for {a.dtype}")
+
+
+def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis):
+    """Writes softmax(x) along axis into out (same shape, native byte order, aligned, not overlapping x)."""
+    cdef csm_call call
+    cdef int rc
+    call.ndim = cnp.PyArray_NDIM(x)
+    call.shape = <const csm_idx *>cnp.PyArray_DIMS(x)
+    call.axis = axis
+    call.in_ = <const char *>cnp.PyArray_DATA(x)
+    call.in_strides = <const csm_idx *>cnp.PyArray_STRIDES(x)
+    call.in_dtype = _dtype_code(x)
+    call.in_swapped = not cnp.PyArray_ISNOTSWAPPED(x)
+    call.in_aligned = cnp.PyArray_ISALIGNED(x)
+    call.out = <char *>cnp.PyArray_DATA(out)
+    call.out_strides = <const csm_idx *>cnp.PyArray_STRIDES(out)
+    call.out_dtype = _dtype_code(out)
+    with nogil:
+        rc = csm_softmax(&call, _active)
+    if rc != 0:
+        raise MemoryError("csoftmax: could not allocate the kernel's scratch memory")
+    return out
+
+
+def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
+    """exp(x - shift) for contiguous 1-d float32/float64 x, by the named kernel set's exponential (for tests)."""
+    cdef const csm_kernels *k = _lookup(kernels)
+    cdef csm_idx n = cnp.PyArray_SIZE(x)
+    cdef const void *src = cnp.PyArray_DATA(x)
+    cdef void *dst = cnp.PyArray_DATA(out)
+    if _dtype_code(x) == CSM_F32:
+        with nogil:
+            k.f32.row_exp_scale(src, dst, n, shift, 1.0)
+    else:
+        with nogil:
+            k.f64.row_exp_scale(src, dst, n, shift, 1.0)
+    return out
+
+
+cdef const csm_kernels *_lookup(str name) except NULL:
+    cdef const csm_kernels *k = csm_kernels_by_name(name.encode())
+    if k == NULL:
+        raise ValueError(f"no kernel set {name!r} on this CPU; available: {available_kernels()}")
+    return k
+
+
+def available_kernels():
+    """Names of the kernel sets this CPU can run, best first."""
+    cdef const csm_kernels *lst[8]
+    cdef int n = csm_available_kernels(lst, 8)
+    return [lst[i].name.decode() for i in range(n)]
+
+
+def kernel_description(str name):
+    return _lookup(name).description.decode()
+
+
+def use_kernels(str name):
+    """Makes the named kernel set the active one."""
+    global _active
+    _active = _lookup(name)
+
+
+def active_kernels():
+    return _active.name.decode()
+
+
+def cpu_features():
+    return csm_cpu_features().decode()

@@ -1,0 +1,61 @@
+/*
+ * Run-time choice of the kernel table: the CPU's features are read once (cpuid, and xgetbv for the OS's promise
+ * to save the 256-bit registers), never inferred from compile flags.
+ */
+#include <string.h>
+
+#include "softmax.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+
+static int x86_has_avx2_fma_f16c(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned int fma = 1u << 12, osxsave = 1u << 27, avx = 1u << 28, f16c = 1u << 29;
+    if ((c & (fma | osxsave | avx | f16c)) != (fma | osxsave | avx | f16c)) return 0;
+    unsigned int xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 6u) != 6u) return 0;             /* XMM and YMM state enabled by the OS */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 5) & 1u;                              /* AVX2 */
+}
+#endif
+
+int csm_available_kernels(const csm_kernels **list, int max)
+{
+    int n = 0;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (n < max && x86_has_avx2_fma_f16c()) list[n++] = &csm_kernels_avx2;
+#endif
+    if (n < max) list[n++] = &csm_kernels_baseline;
+    return n;
+}
+
+const csm_kernels *csm_best_kernels(void)
+{
+    const csm_kernels *list[4];
+    csm_available_kernels(list, 4);
+    return list[0];
+}
+
+const csm_kernels *csm_kernels_by_name(const char *name)
+{
+    const csm_kernels *list[4];
+    int n = csm_available_kernels(list, 4);
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i]->name, name) == 0) return list[i];
+    return NULL;
+}
+
+const char *csm_cpu_features(void)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    return x86_has_avx2_fma_f16c() ? "x86-64 with AVX2, FMA, F16C" : "x86-64 without AVX2/FMA/F16C";
+#elif defined(__aarch64__)
+    return "aarch64 (NEON)";
+#else
+    return "unknown architecture";
+#endif
+}

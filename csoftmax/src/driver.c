@@ -1,0 +1,399 @@
+/*
+ * The walk: from an N-d softmax call to kernel calls. No policy (that is Python's) and no arithmetic on elements
+ * (that is the kernels'); this file only decides which kernel sees which memory.
+ *
+ *   1. Remove the reduction axis; order the other axes by output stride (the output follows the input's memory
+ *      order) and merge neighbours whose strides chain, so a C- or F-ordered array becomes at most one "lane" axis
+ *      and one outer axis. The innermost remaining axis is the lanes; the rest are walked with an odometer.
+ *   2. Each panel of lanes goes to one of three paths:
+ *      rows:    the reduction axis is contiguous: each lane is a contiguous row (short rows: vectorised across
+ *               rows instead);
+ *      lanes:   the lanes are contiguous and the axis is strided: walk the axis in memory order, a whole row of
+ *               lanes at a time, carrying per-lane max and sum (a strided walk down one lane would touch a new
+ *               page per element);
+ *      general: anything else (other strides, byte-swapped, misaligned, float16): gather blocks of one row into
+ *               a small buffer of the compute type, run the row kernels on it, scatter the result.
+ *   All three produce bit-identical results, see softmax.h.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "softmax.h"
+
+#define MAX_DIMS 64                  /* NumPy 2's NPY_MAXDIMS (NumPy 1 allows 32) */
+#define SHORT_ROW_MAX 16             /* rows up to this length take the across-rows kernel (kernels.inc) */
+#define GATHER_BLOCK 1024            /* elements per gather block: 8 KB of float64, well inside L1 */
+#define LANES_PANEL 4096             /* lanes walked together: 16-32 KB contiguous per axis step; per-lane state
+                                        (max, two sums, total, reciprocal) stays below 160 KB */
+#define CACHE_BUDGET (256 * 1024)    /* bytes of output assumed to stay in L2 between passes (half of a Zen 3
+                                        core's L2): below it, exponentials are stored and rescaled in place;
+                                        above it, they are recomputed in the last pass rather than re-read */
+
+typedef struct {
+    csm_idx axis_len, in_axis_stride, out_axis_stride;
+    csm_idx n_lanes, in_lane_stride, out_lane_stride;
+    int n_outer;
+    csm_idx outer_shape[MAX_DIMS], in_outer_stride[MAX_DIMS], out_outer_stride[MAX_DIMS];
+} layout;
+
+static csm_idx abs_idx(csm_idx v) { return v < 0 ? -v : v; }
+
+static void decompose(const csm_call *c, layout *L)
+{
+    csm_idx shape[MAX_DIMS], in_s[MAX_DIMS], out_s[MAX_DIMS];
+    int n = 0;
+    L->axis_len = c->shape[c->axis];
+    L->in_axis_stride = c->in_strides[c->axis];
+    L->out_axis_stride = c->out_strides[c->axis];
+    for (int d = 0; d < c->ndim; d++) {
+        if (d == c->axis || c->shape[d] == 1) continue;
+        /* insertion by descending output stride, then input stride: the outermost first */
+        int at = n;
+        while (at > 0 && (abs_idx(out_s[at - 1]) < abs_idx(c->out_strides[d]) ||
+                          (abs_idx(out_s[at - 1]) == abs_idx(c->out_strides[d]) &&
+                           abs_idx(in_s[at - 1]) < abs_idx(c->in_strides[d])))) {
+            shape[at] = shape[at - 1];
+            in_s[at] = in_s[at - 1];
+            out_s[at] = out_s[at - 1];
+            at--;
+        }
+        shape[at] = c->shape[d];
+        in_s[at] = c->in_strides[d];
+        out_s[at] = c->out_strides[d];
+        n++;
+    }
+    int m = 0;                       /* merge an axis into the one outside it when both strides chain */
+    for (int d = 0; d < n; d++) {
+        if (m > 0 && in_s[m - 1] == in_s[d] * shape[d] && out_s[m - 1] == out_s[d] * shape[d]) {
+            shape[m - 1] *= shape[d];
+            in_s[m - 1] = in_s[d];
+            out_s[m - 1] = out_s[d];
+        } else {
+            shape[m] = shape[d];
+            in_s[m] = in_s[d];
+            out_s[m] = out_s[d];
+            m++;
+        }
+    }
+    if (m == 0) {
+        L->n_lanes = 1;
+        L->in_lane_stride = L->out_lane_stride = 0;
+    } else {
+        m--;
+        L->n_lanes = shape[m];
+        L->in_lane_stride = in_s[m];
+        L->out_lane_stride = out_s[m];
+    }
+    L->n_outer = m;
+    for (int d = 0; d < m; d++) {
+        L->outer_shape[d] = shape[d];
+        L->in_outer_stride[d] = in_s[d];
+        L->out_outer_stride[d] = out_s[d];
+    }
+}
+
+static size_t dtype_size(int dtype) { return dtype == CSM_F16 ? 2 : dtype == CSM_F32 ? 4 : 8; }
+
+static double fixsum_value(csm_fixsum s)
+{
+    const double unit = 1.0 / 1099511627776.0;     /* 2^-40 */
+    return (double)s.hi * unit + (double)s.lo * (unit * unit);
+}
+
+/* 1/S in the compute type, or NaN for a row whose maximum is NaN or infinite (torch gives NaN there too). */
+static double reciprocal(int ct, double row_max, double total)
+{
+    if (!isfinite(row_max)) return NAN;
+    return ct == CSM_F32 ? (double)(float)(1.0 / total) : 1.0 / total;
+}
+
+/* Sum of exp(x - m) over a contiguous row, in pieces of CSM_SUM_CHUNK so the fixed-point sums cannot overflow. */
+static double row_total(const csm_type_kernels *k, const char *x, char *e, csm_idx n, double m, size_t es)
+{
+    double total = 0.0;
+    for (csm_idx start = 0; start < n; start += CSM_SUM_CHUNK) {
+        csm_idx len = n - start < CSM_SUM_CHUNK ? n - start : CSM_SUM_CHUNK;
+        csm_fixsum s = {0, 0};
+        k->row_exp_sum(x + start * es, e ? e + start * es : NULL, len, m, &s);
+        total += fixsum_value(s);
+    }
+    return total;
+}
+
+/* ------------------------------------------------------------------------------------------ rows path */
+
+static void softmax_row(const csm_type_kernels *k, int ct, const char *x, char *y, csm_idx n, size_t es)
+{
+    double m = k->row_max(x, n);
+    if ((size_t)n * es <= CACHE_BUDGET) {
+        double inv = reciprocal(ct, m, row_total(k, x, y, n, m, es));
+        k->row_scale(y, n, inv);
+    } else {
+        double inv = reciprocal(ct, m, row_total(k, x, NULL, n, m, es));
+        k->row_exp_scale(x, y, n, m, inv);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ lanes path */
+
+typedef struct {
+    void *max, *inv;                 /* compute type */
+    int64_t *sum_hi, *sum_lo;
+    double *total;
+} lane_state;
+
+static int lane_state_alloc(lane_state *st)
+{
+    st->max = malloc(LANES_PANEL * sizeof(double));
+    st->inv = malloc(LANES_PANEL * sizeof(double));
+    st->sum_hi = malloc(LANES_PANEL * sizeof(int64_t));
+    st->sum_lo = malloc(LANES_PANEL * sizeof(int64_t));
+    st->total = malloc(LANES_PANEL * sizeof(double));
+    return st->max && st->inv && st->sum_hi && st->sum_lo && st->total ? 0 : -1;
+}
+
+static void lane_state_free(lane_state *st)
+{
+    free(st->max);
+    free(st->inv);
+    free(st->sum_hi);
+    free(st->sum_lo);
+    free(st->total);
+}
+
+static double load_ct(int ct, const void *a, csm_idx i)
+{
+    return ct == CSM_F32 ? (double)((const float *)a)[i] : ((const double *)a)[i];
+}
+
+static void store_ct(int ct, void *a, csm_idx i, double v)
+{
+    if (ct == CSM_F32) ((float *)a)[i] = (float)v;
+    else ((double *)a)[i] = v;
+}
+
+static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, const char *x, char *y,
+                          csm_idx n_lanes, lane_state *st)
+{
+    const size_t es = dtype_size(ct);
+    const csm_idx n = L->axis_len;
+    for (csm_idx l = 0; l < n_lanes; l++) store_ct(ct, st->max, l, -INFINITY);
+    for (csm_idx i = 0; i < n; i++) k->lanes_max(x + i * L->in_axis_stride, st->max, n_lanes);
+
+    const int store = (size_t)n * n_lanes * es <= CACHE_BUDGET;
+    memset(st->total, 0, n_lanes * sizeof(double));
+    for (csm_idx start = 0; start < n; start += CSM_SUM_CHUNK) {
+        csm_idx stop = n - start < CSM_SUM_CHUNK ? n : start + CSM_SUM_CHUNK;
+        memset(st->sum_hi, 0, n_lanes * sizeof(int64_t));
+        memset(st->sum_lo, 0, n_lanes * sizeof(int64_t));
+        for (csm_idx i = start; i < stop; i++)
+            k->lanes_exp_sum(x + i * L->in_axis_stride, store ? y + i * L->out_axis_stride : NULL, st->max,
+                             st->sum_hi, st->sum_lo, n_lanes);
+        for (csm_idx l = 0; l < n_lanes; l++) {
+            csm_fixsum s = {st->sum_hi[l], st->sum_lo[l]};
+            st->total[l] += fixsum_value(s);
+        }
+    }
+    for (csm_idx l = 0; l < n_lanes; l++)
+        store_ct(ct, st->inv, l, reciprocal(ct, load_ct(ct, st->max, l), st->total[l]));
+
+    for (csm_idx i = 0; i < n; i++) {
+        if (store) k->lanes_scale(y + i * L->out_axis_stride, st->inv, n_lanes);
+        else k->lanes_exp_scale(x + i * L->in_axis_stride, y + i * L->out_axis_stride, st->max, st->inv, n_lanes);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ general path */
+
+static uint16_t load_u16(const char *p, int swapped)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return swapped ? (uint16_t)((v >> 8) | (v << 8)) : v;
+}
+
+/* Converts n elements of dtype at p (byte stride, any alignment and byte order) into buf of the compute type. */
+static void gather(const csm_kernels *kt, const csm_call *c, const char *p, csm_idx stride, csm_idx n, int ct,
+                   void *buf)
+{
+    const size_t es = dtype_size(c->in_dtype);
+    if (c->in_dtype == CSM_F16 && !c->in_swapped && stride == 2 && c->in_aligned && ct == CSM_F32) {
+        kt->f16_to_f32((const uint16_t *)p, buf, n);
+        return;
+    }
+    for (csm_idx i = 0; i < n; i++, p += stride) {
+        unsigned char b[8];
+        memcpy(b, p, es);
+        if (c->in_swapped)
+            for (size_t j = 0; j < es / 2; j++) {
+                unsigned char t = b[j];
+                b[j] = b[es - 1 - j];
+                b[es - 1 - j] = t;
+            }
+        double v;
+        if (c->in_dtype == CSM_F16) {
+            uint16_t h;
+            memcpy(&h, b, 2);
+            v = csm_half_to_float(h);
+        } else if (c->in_dtype == CSM_F32) {
+            float f;
+            memcpy(&f, b, 4);
+            v = f;
+        } else {
+            memcpy(&v, b, 8);
+        }
+        store_ct(ct, buf, i, v);   /* float64 to float32 rounds here, as a cast would */
+    }
+}
+
+static void scatter(const csm_kernels *kt, const csm_call *c, const void *buf, int ct, char *p, csm_idx stride,
+                    csm_idx n)
+{
+    if (c->out_dtype == CSM_F16 && stride == 2 && ct == CSM_F32) {
+        kt->f32_to_f16(buf, (uint16_t *)p, n);
+        return;
+    }
+    for (csm_idx i = 0; i < n; i++, p += stride) {
+        double v = load_ct(ct, buf, i);
+        if (c->out_dtype == CSM_F16) {
+            uint16_t h = csm_float_to_half((float)v);
+            memcpy(p, &h, 2);
+        } else if (c->out_dtype == CSM_F32) {
+            float f = (float)v;
+            memcpy(p, &f, 4);
+        } else {
+            memcpy(p, &v, 8);
+        }
+    }
+}
+
+static void softmax_general(const csm_kernels *kt, const csm_call *c, int ct, const layout *L, const char *x,
+                            char *y)
+{
+    const csm_type_kernels *k = ct == CSM_F32 ? &kt->f32 : &kt->f64;
+    double buf[GATHER_BLOCK];
+    const csm_idx n = L->axis_len, is = L->in_axis_stride, os = L->out_axis_stride;
+
+    double m = -INFINITY;
+    for (csm_idx s = 0; s < n && m == m; s += GATHER_BLOCK) {
+        csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+        gather(kt, c, x + s * is, is, len, ct, buf);
+        double bm = k->row_max(buf, len);
+        if (bm != bm || bm > m) m = bm;
+    }
+    double total = 0.0;
+    csm_fixsum sum = {0, 0};
+    for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {   /* GATHER_BLOCK divides CSM_SUM_CHUNK */
+        csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+        gather(kt, c, x + s * is, is, len, ct, buf);
+        k->row_exp_sum(buf, NULL, len, m, &sum);
+        if ((s + len) % CSM_SUM_CHUNK == 0 || s + len == n) {
+            total += fixsum_value(sum);
+            sum.hi = sum.lo = 0;
+        }
+    }
+    double inv = reciprocal(ct, m, total);
+    for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
+        csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+        gather(kt, c, x + s * is, is, len, ct, buf);
+        k->row_exp_scale(buf, buf, len, m, inv);
+        scatter(kt, c, buf, ct, y + s * os, os, len);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ entry */
+
+int csm_softmax(const csm_call *c, const csm_kernels *kt)
+{
+    layout L;
+    decompose(c, &L);
+    if (L.axis_len == 0 || L.n_lanes == 0) return 0;
+    for (int d = 0; d < L.n_outer; d++)
+        if (L.outer_shape[d] == 0) return 0;
+
+    const int ct = c->in_dtype == CSM_F64 || c->out_dtype == CSM_F64 ? CSM_F64 : CSM_F32;
+    const size_t es = dtype_size(ct);
+    const csm_type_kernels *k = ct == CSM_F32 ? &kt->f32 : &kt->f64;
+    const int native = c->in_dtype == ct && c->out_dtype == ct && !c->in_swapped && c->in_aligned;
+    const int rows = native && L.in_axis_stride == (csm_idx)es && L.out_axis_stride == (csm_idx)es;
+    const int lanes = native && !rows && L.n_lanes > 1 && L.in_lane_stride == (csm_idx)es &&
+                      L.out_lane_stride == (csm_idx)es;
+
+    lane_state st;
+    if (lanes && lane_state_alloc(&st) != 0) {
+        lane_state_free(&st);
+        return -1;
+    }
+
+    csm_idx index[MAX_DIMS] = {0};
+    const char *x = c->in;
+    char *y = c->out;
+    for (;;) {
+        if (rows && L.axis_len <= SHORT_ROW_MAX) {
+            k->short_rows(x, L.in_lane_stride, y, L.out_lane_stride, L.n_lanes, L.axis_len);
+        } else if (rows) {
+            for (csm_idx l = 0; l < L.n_lanes; l++)
+                softmax_row(k, ct, x + l * L.in_lane_stride, y + l * L.out_lane_stride, L.axis_len, es);
+        } else if (lanes) {
+            for (csm_idx l = 0; l < L.n_lanes; l += LANES_PANEL) {
+                csm_idx width = L.n_lanes - l < LANES_PANEL ? L.n_lanes - l : LANES_PANEL;
+                softmax_lanes(k, ct, &L, x + l * (csm_idx)es, y + l * (csm_idx)es, width, &st);
+            }
+        } else {
+            for (csm_idx l = 0; l < L.n_lanes; l++)
+                softmax_general(kt, c, ct, &L, x + l * L.in_lane_stride, y + l * L.out_lane_stride);
+        }
+        /* odometer over the outer axes, innermost first */
+        int d = L.n_outer - 1;
+        for (; d >= 0; d--) {
+            x += L.in_outer_stride[d];
+            y += L.out_outer_stride[d];
+            if (++index[d] < L.outer_shape[d]) break;
+            x -= L.in_outer_stride[d] * L.outer_shape[d];
+            y -= L.out_outer_stride[d] * L.outer_shape[d];
+            index[d] = 0;
+        }
+        if (d < 0) break;
+    }
+    if (lanes) lane_state_free(&st);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ float16 */
+
+float csm_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+    if (exponent == 0x1f) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent == 0) {
+        float f = (float)mantissa * 0x1p-24f;         /* zero or subnormal: exact */
+        return sign ? -f : f;
+    } else {
+        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t csm_float_to_half(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    uint32_t mag = bits & 0x7fffffffu;
+    if (mag > 0x7f800000u) return sign | 0x7e00u | (uint16_t)((mag >> 13) & 0x3ffu);   /* NaN stays NaN */
+    if (mag >= 0x477ff000u) return sign | 0x7c00u;     /* >= 65520 rounds to infinity */
+    if (mag < 0x38800000u) {                           /* below 2^-14: subnormal half, units of 2^-24 */
+        float a;
+        memcpy(&a, &mag, 4);
+        a = a * 0x1p24f;
+        a = (a + 8388608.0f) - 8388608.0f;             /* round to nearest even integer */
+        return sign | (uint16_t)a;
+    }
+    /* rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even; a carry bumps the exponent */
+    uint32_t r = mag + 0xc8000fffu + ((mag >> 13) & 1u);
+    return sign | (uint16_t)(r >> 13);
+}

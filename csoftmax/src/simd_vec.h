@@ -1,0 +1,105 @@
+/*
+ * A minimal vector vocabulary for kernels.inc, on GCC/Clang vector extensions.
+ *
+ * The including file defines CSM_VBYTES (16 or 32) and may define CSM_FMA_F32/CSM_FMA_F64 (a fused multiply-add
+ * for the target). Everything else is plain vector arithmetic that the compiler maps onto the target's registers:
+ * 16 bytes are SSE2 on x86-64 and NEON on aarch64; 32 bytes are AVX2 when the including file enables it.
+ * Built with -ffp-contract=off, so a*b+c is two roundings unless a kernel asks for fma explicitly: the results of
+ * one instruction set never depend on how the compiler schedules it.
+ */
+#ifndef CSOFTMAX_SIMD_VEC_H
+#define CSOFTMAX_SIMD_VEC_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define CSM_NF (CSM_VBYTES / 4)     /* float32 lanes */
+#define CSM_ND (CSM_VBYTES / 8)     /* float64 lanes */
+
+typedef float vf __attribute__((vector_size(CSM_VBYTES)));
+typedef int32_t vi __attribute__((vector_size(CSM_VBYTES)));
+typedef double vd __attribute__((vector_size(CSM_VBYTES)));
+typedef int64_t vl __attribute__((vector_size(CSM_VBYTES)));
+typedef float vf_half __attribute__((vector_size(CSM_VBYTES / 2)));   /* CSM_ND floats */
+
+static inline vf vf_load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vd vd_load(const double *p) { vd v; memcpy(&v, p, sizeof v); return v; }
+static inline void vd_store(double *p, vd v) { memcpy(p, &v, sizeof v); }
+static inline vl vl_load(const int64_t *p) { vl v; memcpy(&v, p, sizeof v); return v; }
+static inline void vl_store(int64_t *p, vl v) { memcpy(p, &v, sizeof v); }
+
+static inline vf vf_set1(float a) { return (vf){0} + a; }
+static inline vd vd_set1(double a) { return (vd){0} + a; }
+static inline vi vi_set1(int32_t a) { return (vi){0} + a; }
+static inline vl vl_set1(int64_t a) { return (vl){0} + a; }
+
+/* Partial vectors for row tails: the missing lanes hold `fill`. */
+static inline vf vf_load_part(const float *p, csm_idx n, float fill)
+{
+    float t[CSM_NF];
+    for (int i = 0; i < CSM_NF; i++) t[i] = i < n ? p[i] : fill;
+    return vf_load(t);
+}
+static inline void vf_store_part(float *p, vf v, csm_idx n)
+{
+    float t[CSM_NF];
+    vf_store(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+static inline vd vd_load_part(const double *p, csm_idx n, double fill)
+{
+    double t[CSM_ND];
+    for (int i = 0; i < CSM_ND; i++) t[i] = i < n ? p[i] : fill;
+    return vd_load(t);
+}
+static inline void vd_store_part(double *p, vd v, csm_idx n)
+{
+    double t[CSM_ND];
+    vd_store(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+static inline vl vl_load_part(const int64_t *p, csm_idx n)
+{
+    int64_t t[CSM_ND];
+    for (int i = 0; i < CSM_ND; i++) t[i] = i < n ? p[i] : 0;
+    return vl_load(t);
+}
+static inline void vl_store_part(int64_t *p, vl v, csm_idx n)
+{
+    int64_t t[CSM_ND];
+    vl_store(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+
+/* Bitwise select: lanes where mask is all ones take a, the others b. */
+static inline vf vf_select(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+static inline vd vd_select(vl mask, vd a, vd b) { return (vd)(((vl)a & mask) | ((vl)b & ~mask)); }
+
+/* Running maximum that keeps a NaN once seen: the result of a comparison with NaN is false, so the NaN lane
+ * is forced in with an OR of the unordered mask (all-ones bits are a NaN). */
+static inline vf vf_max_nan(vf acc, vf x) { return (vf)((vi)vf_select(x > acc, x, acc) | (x != x)); }
+static inline vd vd_max_nan(vd acc, vd x) { return (vd)((vl)vd_select(x > acc, x, acc) | (x != x)); }
+
+#ifndef CSM_FMA_F32
+#define CSM_FMA_F32(a, b, c) ((a) * (b) + (c))
+#endif
+#ifndef CSM_FMA_F64
+#define CSM_FMA_F64(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* The two halves of a float vector, widened to double. */
+static inline vd vf_lo_to_vd(vf v)
+{
+    vf_half h;
+    memcpy(&h, &v, sizeof h);
+    return __builtin_convertvector(h, vd);
+}
+static inline vd vf_hi_to_vd(vf v)
+{
+    vf_half h;
+    memcpy(&h, (const char *)&v + sizeof h, sizeof h);
+    return __builtin_convertvector(h, vd);
+}
+
+#endif

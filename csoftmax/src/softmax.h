@@ -1,0 +1,101 @@
+/*
+ * The one C contract of csoftmax.
+ *
+ * Design:
+ *   - The Python layer decides policy (dim, dtype, errors) and allocates the output.
+ *   - driver.c receives any N-d input/output pair by data pointer, shape and byte strides, removes the reduction
+ *     axis, merges the remaining axes where the strides allow, and walks them: the innermost as "lanes", the rest
+ *     with an odometer. It routes each panel of lanes to a kernel of the active instruction set.
+ *   - kernels.inc is the one kernel source. It is compiled once per instruction set (kernels_baseline.c,
+ *     kernels_avx2.c), each filling a csm_kernels table; dispatch.c picks one at import.
+ *
+ * Numerics (identical for every layout and thread split of one instruction set):
+ *   m = max_i x_i (exact; NaN if any x_i is NaN); a row whose m is not finite is all NaN (as in torch).
+ *   e_i = exp(x_i - m), the subtraction carried with its rounding error (2Sum) into the exponential.
+ *   S = sum_i e_i, each e_i rounded to fixed point (2^-40 for float32; 2^-40 + 2^-80 limbs for float64) and added
+ *       as 64-bit integers: integer addition is associative, so S does not depend on the order of the walk.
+ *   y_i = e_i * (1/S), the reciprocal rounded to the compute type.
+ */
+#ifndef CSOFTMAX_SOFTMAX_H
+#define CSOFTMAX_SOFTMAX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef ptrdiff_t csm_idx;            /* element counts and byte strides: 64-bit on every supported platform */
+
+enum csm_dtype { CSM_F16 = 0, CSM_F32 = 1, CSM_F64 = 2 };
+
+/*
+ * Fixed-point partial sums of exponentials. float32 uses hi only (units of 2^-40); float64 adds lo (units of
+ * 2^-80). Each e_i <= 1, so a chunk of CSM_SUM_CHUNK terms stays below 2^62 and cannot overflow.
+ */
+typedef struct { int64_t hi, lo; } csm_fixsum;
+#define CSM_SUM_CHUNK ((csm_idx)1 << 22)
+
+/*
+ * Kernels of one instruction set, for one compute type (float32 or float64). Arrays are contiguous and of the
+ * compute type; scalars travel as double (exact for float32 values). "Lanes" functions process one row of a
+ * strided reduction: x[l] for l < n_lanes are neighbouring lanes at the same axis position, with per-lane state.
+ */
+typedef struct {
+    /* contiguous row x[0..n) */
+    double (*row_max)(const void *x, csm_idx n);                       /* NaN if any NaN; -inf if n == 0 */
+    void (*row_exp_sum)(const void *x, void *e, csm_idx n, double m, csm_fixsum *sum);  /* e may be NULL */
+    void (*row_exp_scale)(const void *x, void *y, csm_idx n, double m, double inv);
+    void (*row_scale)(void *y, csm_idx n, double inv);
+    /* one axis position of n_lanes contiguous lanes; m, inv: arrays of the compute type */
+    void (*lanes_max)(const void *x, void *m, csm_idx n_lanes);
+    void (*lanes_exp_sum)(const void *x, void *e, const void *m, int64_t *sum_hi, int64_t *sum_lo,
+                          csm_idx n_lanes);
+    void (*lanes_exp_scale)(const void *x, void *y, const void *m, const void *inv, csm_idx n_lanes);
+    void (*lanes_scale)(void *y, const void *inv, csm_idx n_lanes);
+    /* many short contiguous rows: whole softmax, vectorised across rows; row strides in bytes */
+    void (*short_rows)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
+                       csm_idx n);
+} csm_type_kernels;
+
+typedef struct {
+    const char *name;            /* "avx2", "baseline" */
+    const char *description;
+    csm_type_kernels f32, f64;
+    /* block conversions between float16 and float32 (F16C where the instruction set has it) */
+    void (*f16_to_f32)(const uint16_t *src, float *dst, csm_idx n);
+    void (*f32_to_f16)(const float *src, uint16_t *dst, csm_idx n);
+} csm_kernels;
+
+/* One softmax call: any shape and byte strides; out has the same shape and must not overlap in. */
+typedef struct {
+    int ndim;
+    const csm_idx *shape;
+    int axis;
+    const char *in;
+    const csm_idx *in_strides;
+    int in_dtype;
+    int in_swapped;              /* non-native byte order */
+    int in_aligned;              /* data pointer and strides aligned to the item size */
+    char *out;
+    const csm_idx *out_strides;
+    int out_dtype;               /* native and aligned (the Python layer allocates it) */
+} csm_call;
+
+/* Returns 0 on success, -1 when scratch memory could not be allocated (nothing is then promised about out). */
+int csm_softmax(const csm_call *call, const csm_kernels *kernels);
+
+/* dispatch.c */
+const csm_kernels *csm_best_kernels(void);
+const csm_kernels *csm_kernels_by_name(const char *name);   /* NULL if unknown or not supported by this CPU */
+int csm_available_kernels(const csm_kernels **list, int max);
+const char *csm_cpu_features(void);
+
+/* per-ISA tables (kernels_*.c) */
+extern const csm_kernels csm_kernels_baseline;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const csm_kernels csm_kernels_avx2;
+#endif
+
+/* scalar float16 conversions (round to nearest even), shared by every instruction set's fallback */
+float csm_half_to_float(uint16_t h);
+uint16_t csm_float_to_half(float f);
+
+#endif
