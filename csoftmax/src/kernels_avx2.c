@@ -12,7 +12,15 @@
 #define CSM_VBYTES 32
 #define CSM_FMA_F32(a, b, c) ((vf)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
 #define CSM_FMA_F64(a, b, c) ((vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define CSM_FNMA_F32(a, b, c) ((vf)_mm256_fnmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define CSM_FNMA_F64(a, b, c) ((vd)_mm256_fnmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define CSM_ANY
+#define CSM_WIDEN
 #include "simd_vec.h"
+static inline int vi_any(vi m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
+static inline int vl_any(vl m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
+static inline vd vf_lo_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)v)); }
+static inline vd vf_hi_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)v, 1)); }
 
 /* F16C converts 8 halves per instruction, with round-to-nearest-even on the way down as the scalar code does. */
 #define CSM_F16_BLOCK_CONVERT

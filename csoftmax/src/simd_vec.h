@@ -81,14 +81,33 @@ static inline vd vd_select(vl mask, vd a, vd b) { return (vd)(((vl)a & mask) | (
 static inline vf vf_max_nan(vf acc, vf x) { return (vf)((vi)vf_select(x > acc, x, acc) | (x != x)); }
 static inline vd vd_max_nan(vd acc, vd x) { return (vd)((vl)vd_select(x > acc, x, acc) | (x != x)); }
 
+/* Whether any lane of a comparison mask is set (the including file may supply a one-instruction version). */
+#ifndef CSM_ANY
+static inline int vi_any(vi m)
+{
+    uint64_t w[CSM_VBYTES / 8], acc = 0;
+    memcpy(w, &m, sizeof w);
+    for (int i = 0; i < CSM_VBYTES / 8; i++) acc |= w[i];
+    return acc != 0;
+}
+static inline int vl_any(vl m) { return vi_any((vi)m); }
+#endif
+
 #ifndef CSM_FMA_F32
 #define CSM_FMA_F32(a, b, c) ((a) * (b) + (c))
 #endif
 #ifndef CSM_FMA_F64
 #define CSM_FMA_F64(a, b, c) ((a) * (b) + (c))
 #endif
+#ifndef CSM_FNMA_F32
+#define CSM_FNMA_F32(a, b, c) ((c) - (a) * (b))
+#endif
+#ifndef CSM_FNMA_F64
+#define CSM_FNMA_F64(a, b, c) ((c) - (a) * (b))
+#endif
 
 /* The two halves of a float vector, widened to double. */
+#ifndef CSM_WIDEN
 static inline vd vf_lo_to_vd(vf v)
 {
     vf_half h;
@@ -101,5 +120,6 @@ static inline vd vf_hi_to_vd(vf v)
     memcpy(&h, (const char *)&v + sizeof h, sizeof h);
     return __builtin_convertvector(h, vd);
 }
+#endif
 
 #endif
