@@ -1,5 +1,5 @@
-"""Build of the C/Cython core. Compile flags stay at each architecture's baseline: the AVX2 kernels enable their
-instruction set with a target pragma inside kernels_avx2.c and are chosen at run time (src/dispatch.c)."""
+"""Build of the C/Cython core. Compile flags stay at each architecture's baseline: the AVX2 and AVX-512 kernels enable
+their instruction sets with target pragmas inside their own files and are chosen at run time (src/dispatch.c)."""
 import os
 
 import numpy as np
@@ -7,7 +7,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 SOURCES = ["csoftmax/_core.pyx"] + [
-    f"csoftmax/src/{name}.c" for name in ("driver", "dispatch", "kernels_baseline", "kernels_avx2")
+    f"csoftmax/src/{name}.c" for name in ("driver", "dispatch", "kernels_baseline", "kernels_avx2", "kernels_avx512")
 ]
 
 # -ffp-contract=off: no silent fused multiply-adds, so one kernel set gives the same bits wherever it runs.

@@ -218,11 +218,16 @@ def _calibrate(impl: Impl, min_sample: float) -> None:
 
 
 def time_case(impls: list[Impl], budget: float, min_rounds: int, max_rounds: int, min_sample: float,
-              rng: random.Random) -> int:
+              rng: random.Random, notes: list) -> int:
     """Round-robin timing: each round takes one sample of every implementation in a shuffled order. Stops
-    when the case has used its budget (and has min_rounds), or at max_rounds. Returns the rounds run."""
-    for impl in impls:
-        _calibrate(impl, min_sample)
+    when the case has used its budget (and has min_rounds), or at max_rounds. Returns the rounds run.
+    An implementation that raises (e.g. a peer that rejects a dtype) is dropped from the case with a note."""
+    for impl in impls[:]:
+        try:
+            _calibrate(impl, min_sample)
+        except Exception as exc:
+            notes.append(f"{impl.name} skipped: {type(exc).__name__}: {exc}")
+            impls.remove(impl)
     start = time.perf_counter()
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget):
@@ -240,10 +245,11 @@ def time_case(impls: list[Impl], budget: float, min_rounds: int, max_rounds: int
 
 
 def fmt_time(seconds: Optional[float]) -> str:
+    """Three significant digits in the largest unit that keeps the number >= 1 (999.96 us prints as 1 ms)."""
     if seconds is None:
         return "-"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
+        if float(f"{seconds / scale:.3g}") >= 1:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
 
@@ -298,12 +304,13 @@ def summarize(case: Case, impls: list[Impl]) -> dict:
         return "met" if ok else "MISSED"
 
     # spread of csoftmax's samples (interquartile range relative to the median): how much to trust the row
-    q = statistics.quantiles(impls[0].times, n=4) if len(impls[0].times) >= 2 else [cs, cs, cs]
+    cs_times = next((i.times for i in impls if i.name == "csoftmax"), [])
+    q = statistics.quantiles(cs_times, n=4) if len(cs_times) >= 2 else None
     return {
         "case": case.name,
         "medians": med,
-        "rounds": len(impls[0].times),
-        "cs_iqr_pct": 100 * (q[2] - q[0]) / cs if cs else None,
+        "rounds": max((len(i.times) for i in impls), default=0),
+        "cs_iqr_pct": 100 * (q[2] - q[0]) / cs if (cs and q) else None,
         "speedup_torch1": speedup,
         "speedup_torchN": speedup_n,
         "floor": case.floor,
@@ -450,7 +457,7 @@ def main(argv=None) -> int:
         impls = build_impls(case, x, notes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. overflow warnings of the naive float16 NumPy path
-            rounds = time_case(impls, budget, min_rounds, max_rounds, min_sample, order_rng)
+            rounds = time_case(impls, budget, min_rounds, max_rounds, min_sample, order_rng, notes)
         row = summarize(case, impls)
         row["problem"] = problem
         rows.append(row)
@@ -461,7 +468,7 @@ def main(argv=None) -> int:
         for n in notes + ([problem] if problem else []):
             case_notes.append(f"{case.name}: {n}")
         # progress on stderr, so stdout stays a clean report
-        print(f"  {case.name}: {rounds} rounds, csoftmax {fmt_time(row['medians']['csoftmax'])}", file=sys.stderr,
+        print(f"  {case.name}: {rounds} rounds, csoftmax {fmt_time(row['medians'].get('csoftmax'))}", file=sys.stderr,
               flush=True)
         del x, impls  # free the large inputs before the next case allocates its own
     elapsed = time.perf_counter() - t_start

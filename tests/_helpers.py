@@ -133,6 +133,9 @@ def make_layout(base, layout):
     """The data of `base` (any ndim, float dtype) laid out in memory as `layout` (see LAYOUTS)."""
     base = np.ascontiguousarray(base)
     nd = base.ndim
+    if nd == 0 and layout in ("strided", "reversed", "everything"):
+        # nothing to stride or reverse; indexing a 0-d array with () would give a scalar, not a view
+        layout = {"strided": "C", "reversed": "C", "everything": "misaligned_swapped_readonly"}[layout]
     if layout == "C":
         return base.copy()
     if layout == "F":
@@ -167,6 +170,10 @@ def make_layout(base, layout):
             big = np.repeat(big, 2, axis=ax)
         big = _misaligned_copy(big.astype(big.dtype.newbyteorder("S")), offset=3)
         a = big[(slice(None, None, 2),) * nd][flip]
+        a.flags.writeable = False
+        return a
+    if layout == "misaligned_swapped_readonly":
+        a = _misaligned_copy(base.astype(base.dtype.newbyteorder("S")), offset=3)
         a.flags.writeable = False
         return a
     if layout == "broadcast":

@@ -21,12 +21,25 @@ static int x86_has_avx2_fma_f16c(void)
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     return (b >> 5) & 1u;                              /* AVX2 */
 }
+
+static int x86_has_avx512(void)
+{
+    unsigned int a, b, c, d;
+    if (!x86_has_avx2_fma_f16c()) return 0;
+    unsigned int xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xe6u) != 0xe6u) return 0;        /* plus opmask and both halves of the ZMM state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const unsigned int f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
+    return (b & (f | dq | bw | vl)) == (f | dq | bw | vl);
+}
 #endif
 
 int csm_available_kernels(const csm_kernels **list, int max)
 {
     int n = 0;
 #if defined(__x86_64__) || defined(_M_X64)
+    if (n < max && x86_has_avx512()) list[n++] = &csm_kernels_avx512;
     if (n < max && x86_has_avx2_fma_f16c()) list[n++] = &csm_kernels_avx2;
 #endif
     if (n < max) list[n++] = &csm_kernels_baseline;
@@ -52,6 +65,7 @@ const csm_kernels *csm_kernels_by_name(const char *name)
 const char *csm_cpu_features(void)
 {
 #if defined(__x86_64__) || defined(_M_X64)
+    if (x86_has_avx512()) return "x86-64 with AVX-512 (F, DQ, VL, BW), AVX2, FMA, F16C";
     return x86_has_avx2_fma_f16c() ? "x86-64 with AVX2, FMA, F16C" : "x86-64 without AVX2/FMA/F16C";
 #elif defined(__aarch64__)
     return "aarch64 (NEON)";

@@ -56,7 +56,7 @@ typedef struct {
 } csm_type_kernels;
 
 typedef struct {
-    const char *name;            /* "avx2", "baseline" */
+    const char *name;            /* "avx512", "avx2", "baseline" */
     const char *description;
     csm_type_kernels f32, f64;
     /* block conversions between float16 and float32 (F16C where the instruction set has it) */
@@ -92,6 +92,7 @@ const char *csm_cpu_features(void);
 extern const csm_kernels csm_kernels_baseline;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const csm_kernels csm_kernels_avx2;
+extern const csm_kernels csm_kernels_avx512;
 #endif
 
 /* scalar float16 conversions (round to nearest even), shared by every instruction set's fallback */

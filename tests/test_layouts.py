@@ -1,0 +1,307 @@
+"""Every memory layout gives the right answer and leaves the input alone.
+
+dtype x ndim 0..5 x every dim (negative ones too) x layout (C, F, rotated-transposed, [::2], [::-1], broadcast_to,
+byte-swapped, read-only, misaligned, all of these at once) x special values, against an independent reference.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+from csoftmax import softmax
+
+from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, make_layout, native, reference_softmax,
+                      row_reduce_dims, snapshot)
+
+FLOAT_DTYPES = [np.float16, np.float32, np.float64]
+
+# one shape per ndim: unit axes, short axes (<= 16: the across-rows kernel) and long ones (> 16: the row kernels)
+SHAPES = {0: (), 1: (37,), 2: (7, 19), 3: (3, 17, 5), 4: (2, 3, 1, 18), 5: (2, 1, 17, 2, 3)}
+
+VARIANTS = ("finite", "spread", "specials", "neginf_plane", "all_neginf", "huge")
+
+
+def make_base(dtype, shape, variant, rng):
+    """Values of one kind: ordinary, widely spread (subnormal results), NaN/inf sprinkled, a hyperplane of -inf,
+    all -inf, or huge finite values (x - max overflows in the input's type)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    if variant == "finite":
+        x = rng.standard_normal(size) * 3
+    elif variant == "spread":
+        low = {2: -20.0, 4: -120.0, 8: -800.0}[dtype.itemsize]
+        x = rng.uniform(low, 0.0, size)
+    elif variant == "specials":
+        x = rng.standard_normal(size) * 3
+        if size:
+            for value in (np.nan, np.inf, -np.inf, -np.inf, -np.inf):
+                x[rng.integers(0, size)] = value
+    elif variant == "neginf_plane":
+        # x[0, ...] = -inf: for dim != 0 those rows are entirely -inf (NaN); along dim 0 each row has one -inf (0)
+        x = (rng.standard_normal(size) * 3).reshape(shape)
+        if x.ndim:
+            x[0] = -np.inf
+        x = x.reshape(-1)
+    elif variant == "all_neginf":
+        x = np.full(size, -np.inf)
+    elif variant == "huge":
+        big = float(np.finfo(dtype).max)
+        x = rng.choice([big, -big, 0.9 * big, -0.9 * big, 1.0, -1.0], size)
+    else:
+        raise ValueError(variant)
+    return x.astype(dtype).reshape(shape)
+
+
+def check_softmax_of_layout(x, dim, what):
+    """softmax(x, dim) is right, of the input's memory order, native, new, and x is untouched."""
+    before = snapshot(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning (nor anything else) ever
+        y = softmax(x, dim)
+    assert snapshot(x) == before, f"{what}: the input was modified"
+    out_dtype = native(x.dtype) if x.dtype.kind == "f" else np.dtype(np.float64)
+    assert isinstance(y, np.ndarray) and type(y) is np.ndarray
+    assert y.dtype == out_dtype and y.dtype.isnative
+    assert y.shape == x.shape
+    assert y.strides == np.empty_like(x, dtype=out_dtype).strides, f"{what}: not the input's memory order"
+    assert y.flags.aligned and y.flags.writeable
+    assert not np.shares_memory(x, y)
+    assert_softmax_close(y, reference_softmax(x, dim), out_dtype, what=what)
+    return y
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("ndim", sorted(SHAPES))
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_every_layout_dim_and_special_value_matches_reference_and_leaves_input_alone(dtype, ndim, layout, rng):
+    shape = SHAPES[ndim]
+    for variant in VARIANTS:
+        x = make_layout(make_base(dtype, shape, variant, rng), layout)
+        for dim in row_reduce_dims(ndim):
+            check_softmax_of_layout(x, dim, f"{variant}, dim={dim}")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_works_on_every_kernel_set(kernel_set, layout, rng):
+    for dtype in FLOAT_DTYPES:
+        for shape in [(9, 33), (4, 5, 6), (20, 3)]:
+            x = make_layout(make_base(dtype, shape, "specials", rng), layout)
+            for dim in row_reduce_dims(len(shape)):
+                check_softmax_of_layout(x, dim, f"{kernel_set} {np.dtype(dtype).name} {shape} dim={dim}")
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "transposed", "strided", "reversed", "byteswapped", "misaligned",
+                                    "broadcast", "everything"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.bool_], ids=lambda d: np.dtype(d).name)
+def test_integer_and_bool_input_in_every_layout_becomes_float64(dtype, layout, rng):
+    base = rng.integers(0, 2 if dtype is np.bool_ else 200, (4, 5, 3)).astype(dtype)
+    if layout in ("byteswapped", "everything") and np.dtype(dtype).itemsize == 1:
+        layout = "strided"  # one-byte types have no byte order
+    x = make_layout(base, layout)
+    for dim in row_reduce_dims(3):
+        y = check_softmax_of_layout(x, dim, f"dim={dim}")
+        assert y.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_fortran_input_gives_fortran_output_and_c_input_gives_c_output(dtype, rng):
+    for shape in [(3, 4), (5, 2, 3), (2, 3, 4, 5)]:
+        c = (rng.standard_normal(shape)).astype(dtype)
+        f = np.asfortranarray(c)
+        for dim in row_reduce_dims(len(shape)):
+            assert softmax(c, dim).flags.c_contiguous
+            yf = softmax(f, dim)
+            assert yf.flags.f_contiguous and not yf.flags.c_contiguous
+
+
+def test_noncontiguous_input_gives_contiguous_output_in_the_input_axis_order(rng):
+    x = rng.standard_normal((6, 8, 10))
+    y = softmax(x[::2, 1::3, ::-1], 1)
+    assert y.flags.c_contiguous
+    t = x.transpose(2, 0, 1)[::-1, ::2]
+    y = softmax(t, 2)
+    assert y.strides == np.empty_like(t).strides
+    assert not y.flags.c_contiguous  # follows the transposed memory order, not C
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_misaligned_views_at_every_byte_offset_work(dtype, offset, rng):
+    base = (rng.standard_normal((6, 21)) * 4).astype(dtype)
+    buf = np.zeros(base.nbytes + 16, dtype=np.uint8)
+    x = buf[offset:offset + base.nbytes].view(dtype).reshape(base.shape)
+    x[...] = base
+    if offset % np.dtype(dtype).itemsize:
+        assert not x.flags.aligned
+    for dim in (0, 1, -1):
+        check_softmax_of_layout(x, dim, f"offset {offset} dim={dim}")
+
+
+def test_float32_view_at_byte_offset_one_of_a_uint8_buffer(rng):
+    raw = rng.integers(0, 256, 4 * 30 + 1, dtype=np.uint8)
+    x = raw[1:].view(np.float32)
+    x[...] = rng.standard_normal(30).astype(np.float32)
+    x = x.reshape(5, 6)
+    assert not x.flags.aligned
+    for dim in (0, 1):
+        check_softmax_of_layout(x, dim, f"dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_zero_strided_broadcast_input_along_and_across_the_reduction_axis(dtype, rng):
+    row = (rng.standard_normal(7) * 3).astype(dtype)
+    col = (rng.standard_normal((5, 1)) * 3).astype(dtype)
+    for x in (np.broadcast_to(row, (5, 7)), np.broadcast_to(col, (5, 7)), np.broadcast_to(row, (2, 3, 7)),
+              np.broadcast_to(dtype(1.5), (4, 3)), np.broadcast_to(row[:, None], (7, 4000))):
+        assert 0 in x.strides
+        for dim in row_reduce_dims(x.ndim):
+            check_softmax_of_layout(x, dim, f"{x.shape} {x.strides} dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_negative_strides_on_every_axis_combination(dtype, rng):
+    base = (rng.standard_normal((4, 5, 6)) * 3).astype(dtype)
+    for flips in range(1, 8):
+        index = tuple(slice(None, None, -1) if flips >> k & 1 else slice(None) for k in range(3))
+        x = base[index]
+        for dim in row_reduce_dims(3):
+            check_softmax_of_layout(x, dim, f"flips={flips:03b} dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_long_rows_and_many_lanes_in_every_layout(dtype, rng):
+    # sizes that cross the driver's block sizes: gather blocks (1024), lane panels (4096), the cache budget
+    for shape in [(3, 5000), (5000, 3), (2, 70001), (4097, 17), (1, 2049)]:
+        base = (rng.standard_normal(shape) * 5).astype(dtype)
+        for layout in ("C", "F", "strided", "byteswapped", "everything"):
+            x = make_layout(base, layout)
+            for dim in (0, 1):
+                check_softmax_of_layout(x, dim, f"{shape} {layout} dim={dim}")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
+def test_row_lengths_around_vector_widths_and_the_short_row_limit(n, kernel_set, rng):
+    for dtype in FLOAT_DTYPES:
+        for rows in (1, 3, 8, 13):
+            base = make_base(dtype, (rows, n), "specials", rng)
+            for layout in ("C", "F", "misaligned"):
+                x = make_layout(base, layout)
+                check_softmax_of_layout(x, 1, f"{np.dtype(dtype).name} ({rows}, {n}) {layout}")
+                check_softmax_of_layout(x, 0, f"{np.dtype(dtype).name} ({rows}, {n}) {layout} dim 0")
+
+
+def test_many_dimensions_up_to_numpy_limit(rng):
+    for ndim in (8, 16, 32):
+        shape = [1] * ndim
+        shape[ndim // 3], shape[ndim // 2], shape[-1] = 2, 3, 2
+        x = rng.standard_normal(shape)
+        x = x.transpose(list(range(ndim))[::-1])
+        for dim in (0, ndim // 2, -1, -ndim):
+            check_softmax_of_layout(x, dim, f"ndim={ndim} dim={dim}")
+
+
+# ------------------------------------------------------------------------------------------------- IEEE rules
+
+
+def _rule_arrays(dtype, row, other):
+    """A 2-d array whose row 1 is `row`; the other rows are ordinary."""
+    row = np.asarray(row, dtype=dtype)
+    base = np.array([other, row, other[::-1]], dtype=dtype)
+    return {name: make_layout(base, name) for name in SAME_VALUE_LAYOUTS}
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [1, 5, 16, 40])
+def test_nan_in_a_row_makes_that_row_nan(kernel_set, dtype, n):
+    other = np.linspace(-2, 2, n)
+    for pos in sorted({0, n // 2, n - 1}):
+        row = np.linspace(1, 3, n)
+        row[pos] = np.nan
+        for layout, x in _rule_arrays(dtype, row, other).items():
+            y = softmax(x, 1)
+            assert np.isnan(y[1]).all(), f"{layout}, NaN at {pos}: {y[1]}"
+            assert not np.isnan(y[0]).any() and not np.isnan(y[2]).any()
+            assert_softmax_close(y[[0, 2]], reference_softmax(np.array(x)[[0, 2]], 1), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [1, 5, 16, 40])
+def test_positive_inf_in_a_row_makes_that_row_nan(kernel_set, dtype, n):
+    other = np.linspace(-2, 2, n)
+    for pos in sorted({0, n // 2, n - 1}):
+        row = np.linspace(1, 3, n)
+        row[pos] = np.inf
+        for layout, x in _rule_arrays(dtype, row, other).items():
+            y = softmax(x, 1)
+            assert np.isnan(y[1]).all(), f"{layout}, +inf at {pos}: {y[1]}"
+            assert not np.isnan(y[[0, 2]]).any()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [1, 5, 16, 40])
+def test_all_neg_inf_row_is_nan(kernel_set, dtype, n):
+    other = np.linspace(-2, 2, n)
+    for layout, x in _rule_arrays(dtype, np.full(n, -np.inf), other).items():
+        y = softmax(x, 1)
+        assert np.isnan(y[1]).all(), f"{layout}: {y[1]}"
+        assert not np.isnan(y[[0, 2]]).any()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [2, 5, 16, 40])
+def test_partial_neg_inf_entries_give_exact_zero_and_the_rest_is_softmax_of_the_finite_part(kernel_set, dtype, n):
+    other = np.linspace(-2, 2, n)
+    row = np.linspace(1, 3, n)
+    row[::2] = -np.inf
+    finite = ~np.isinf(row)
+    for layout, x in _rule_arrays(dtype, row, other).items():
+        y = softmax(x, 1)
+        assert (y[1][~finite] == 0).all(), layout
+        assert_softmax_close(y[1][finite], reference_softmax(row[finite].astype(dtype), 0), dtype, what=layout)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nan_together_with_inf_in_a_row_is_nan(kernel_set, dtype):
+    for row in ([np.nan, np.inf, 1.0], [-np.inf, np.nan, -np.inf], [np.inf, -np.inf, np.inf], [np.inf, np.inf, 0.0]):
+        for layout, x in _rule_arrays(dtype, row, np.array([0.0, 1.0, 2.0])).items():
+            assert np.isnan(softmax(x, 1)[1]).all(), (layout, row)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_huge_finite_values_use_max_subtraction(kernel_set, dtype):
+    big = np.finfo(dtype).max
+    for layout, x in _rule_arrays(dtype, [big, -big, big * 0.5], np.array([0.0, 1.0, 2.0])).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = softmax(x, 1)
+        np.testing.assert_array_equal(y[1], np.array([1.0, 0.0, 0.0], dtype=dtype), err_msg=layout)
+    for layout, x in _rule_arrays(dtype, [big, big, -big], np.array([0.0, 1.0, 2.0])).items():
+        np.testing.assert_array_equal(softmax(x, 1)[1], np.array([0.5, 0.5, 0.0], dtype=dtype), err_msg=layout)
+
+
+def test_float32_plus_minus_3e38_gives_one_and_zero(kernel_set):
+    x = np.array([3e38, -3e38], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = softmax(x, 0)
+    np.testing.assert_array_equal(y, np.array([1.0, 0.0], dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_no_runtime_warning_for_any_special_value_combination(kernel_set, dtype, rng):
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, np.finfo(dtype).max, -np.finfo(dtype).max,
+                       np.finfo(dtype).tiny, np.finfo(dtype).smallest_subnormal], dtype=dtype)
+    x = rng.choice(values, (200, 7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dim in (0, 1):
+            for layout in ("C", "F", "everything"):
+                xl = make_layout(x, layout)
+                assert_softmax_close(softmax(xl, dim), reference_softmax(x, dim), dtype, what=f"{layout} dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_negative_zero_and_positive_zero_are_equal_inputs(dtype):
+    y = softmax(np.array([0.0, -0.0], dtype=dtype), 0)
+    np.testing.assert_array_equal(y, np.array([0.5, 0.5], dtype=dtype))
+    assert not np.signbit(y).any()
