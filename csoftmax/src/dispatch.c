@@ -9,7 +9,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 
-static int x86_has_avx2_fma_f16c(void)
+static int x86_probe_avx2_fma_f16c(void)
 {
     unsigned int a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
@@ -22,10 +22,10 @@ static int x86_has_avx2_fma_f16c(void)
     return (b >> 5) & 1u;                              /* AVX2 */
 }
 
-static int x86_has_avx512(void)
+static int x86_probe_avx512(void)
 {
     unsigned int a, b, c, d;
-    if (!x86_has_avx2_fma_f16c()) return 0;
+    if (!x86_probe_avx2_fma_f16c()) return 0;
     unsigned int xcr0_lo, xcr0_hi;
     __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     if ((xcr0_lo & 0xe6u) != 0xe6u) return 0;        /* plus opmask and both halves of the ZMM state */
@@ -33,6 +33,19 @@ static int x86_has_avx512(void)
     const unsigned int f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
     return (b & (f | dq | bw | vl)) == (f | dq | bw | vl);
 }
+
+/* cpuid traps to the hypervisor on a virtual machine (microseconds each): probe once, remember. The first call
+ * happens at import, under the GIL; a racing second probe would only store the same value. */
+static int x86_features = -1;                          /* bit 0: AVX2+FMA+F16C, bit 1: AVX-512 */
+
+static int x86_probe(void)
+{
+    if (x86_features < 0) x86_features = x86_probe_avx2_fma_f16c() | (x86_probe_avx512() << 1);
+    return x86_features;
+}
+
+static int x86_has_avx2_fma_f16c(void) { return x86_probe() & 1; }
+static int x86_has_avx512(void) { return (x86_probe() >> 1) & 1; }
 #endif
 
 int csm_available_kernels(const csm_kernels **list, int max)

@@ -22,7 +22,7 @@
 #include "softmax.h"
 
 #define MAX_DIMS 64                  /* NumPy 2's NPY_MAXDIMS (NumPy 1 allows 32) */
-#define SHORT_ROW_MAX 16             /* rows up to this length take the across-rows kernel (kernels.inc) */
+#define SHORT_ROW_MAX 16             /* rows up to this length take the across-rows kernel: measured crossover */
 #define GATHER_BLOCK 1024            /* elements per gather block: 8 KB of float64, well inside L1 */
 #define LANES_PANEL 4096             /* lanes walked together: 16-32 KB contiguous per axis step; per-lane state
                                         (max, two sums, total, reciprocal) stays below 160 KB */
@@ -206,6 +206,26 @@ static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, co
 
 /* ------------------------------------------------------------------------------------------ general path */
 
+static float load_f32_swapped(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    v = __builtin_bswap32(v);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+static double load_f64_swapped(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    v = __builtin_bswap64(v);
+    double f;
+    memcpy(&f, &v, 8);
+    return f;
+}
+
 static uint16_t load_u16(const char *p, int swapped)
 {
     uint16_t v;
@@ -213,68 +233,93 @@ static uint16_t load_u16(const char *p, int swapped)
     return swapped ? (uint16_t)((v >> 8) | (v << 8)) : v;
 }
 
-/* Converts n elements of dtype at p (byte stride, any alignment and byte order) into buf of the compute type. */
+/* Converts n elements of the input at p (byte stride, any alignment and byte order) into buf of the compute type.
+ * One loop per case, so the common ones (native, aligned) are plain strided loads. */
 static void gather(const csm_kernels *kt, const csm_call *c, const char *p, csm_idx stride, csm_idx n, int ct,
                    void *buf)
 {
-    const size_t es = dtype_size(c->in_dtype);
-    if (c->in_dtype == CSM_F16 && !c->in_swapped && stride == 2 && c->in_aligned && ct == CSM_F32) {
-        kt->f16_to_f32((const uint16_t *)p, buf, n);
-        return;
-    }
-    for (csm_idx i = 0; i < n; i++, p += stride) {
-        unsigned char b[8];
-        memcpy(b, p, es);
-        if (c->in_swapped)
-            for (size_t j = 0; j < es / 2; j++) {
-                unsigned char t = b[j];
-                b[j] = b[es - 1 - j];
-                b[es - 1 - j] = t;
+    float *bf = buf;
+    double *bd = buf;
+    const int plain = !c->in_swapped && c->in_aligned;
+    if (c->in_dtype == CSM_F16) {
+        uint16_t half[GATHER_BLOCK];
+        for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
+            csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+            const char *q = p + s * stride;
+            if (plain && stride == 2) memcpy(half, q, len * 2);
+            else for (csm_idx i = 0; i < len; i++) half[i] = load_u16(q + i * stride, c->in_swapped);
+            if (ct == CSM_F32) {
+                kt->f16_to_f32(half, bf + s, len);
+            } else {
+                for (csm_idx i = 0; i < len; i++) bd[s + i] = csm_half_to_float(half[i]);
             }
-        double v;
-        if (c->in_dtype == CSM_F16) {
-            uint16_t h;
-            memcpy(&h, b, 2);
-            v = csm_half_to_float(h);
-        } else if (c->in_dtype == CSM_F32) {
-            float f;
-            memcpy(&f, b, 4);
-            v = f;
-        } else {
-            memcpy(&v, b, 8);
         }
-        store_ct(ct, buf, i, v);   /* float64 to float32 rounds here, as a cast would */
+    } else if (c->in_dtype == CSM_F32 && ct == CSM_F32) {
+        if (plain) for (csm_idx i = 0; i < n; i++) bf[i] = *(const float *)(p + i * stride);
+        else if (!c->in_swapped) for (csm_idx i = 0; i < n; i++) memcpy(bf + i, p + i * stride, 4);
+        else for (csm_idx i = 0; i < n; i++) bf[i] = load_f32_swapped(p + i * stride);
+    } else if (c->in_dtype == CSM_F64 && ct == CSM_F64) {
+        if (plain) for (csm_idx i = 0; i < n; i++) bd[i] = *(const double *)(p + i * stride);
+        else if (!c->in_swapped) for (csm_idx i = 0; i < n; i++) memcpy(bd + i, p + i * stride, 8);
+        else for (csm_idx i = 0; i < n; i++) bd[i] = load_f64_swapped(p + i * stride);
+    } else if (c->in_dtype == CSM_F32) {          /* float32 input computed in float64 (widening, exact) */
+        for (csm_idx i = 0; i < n; i++) {
+            float f;
+            if (c->in_swapped) f = load_f32_swapped(p + i * stride);
+            else memcpy(&f, p + i * stride, 4);
+            bd[i] = f;
+        }
+    } else {                                       /* float64 input computed in float32 (rounds, as a cast) */
+        for (csm_idx i = 0; i < n; i++) {
+            double v;
+            if (c->in_swapped) v = load_f64_swapped(p + i * stride);
+            else memcpy(&v, p + i * stride, 8);
+            bf[i] = (float)v;
+        }
     }
 }
 
+/* Writes n results from buf (compute type) to the output at p (native byte order, aligned, byte stride). */
 static void scatter(const csm_kernels *kt, const csm_call *c, const void *buf, int ct, char *p, csm_idx stride,
                     csm_idx n)
 {
-    if (c->out_dtype == CSM_F16 && stride == 2 && ct == CSM_F32) {
-        kt->f32_to_f16(buf, (uint16_t *)p, n);
-        return;
-    }
-    for (csm_idx i = 0; i < n; i++, p += stride) {
-        double v = load_ct(ct, buf, i);
-        if (c->out_dtype == CSM_F16) {
-            uint16_t h = csm_float_to_half((float)v);
-            memcpy(p, &h, 2);
-        } else if (c->out_dtype == CSM_F32) {
-            float f = (float)v;
-            memcpy(p, &f, 4);
-        } else {
-            memcpy(p, &v, 8);
+    const float *bf = buf;
+    const double *bd = buf;
+    if (c->out_dtype == CSM_F16) {
+        uint16_t half[GATHER_BLOCK];
+        for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
+            csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+            if (ct == CSM_F32) kt->f32_to_f16(bf + s, half, len);
+            else for (csm_idx i = 0; i < len; i++) half[i] = csm_float_to_half((float)bd[s + i]);
+            char *q = p + s * stride;
+            if (stride == 2) memcpy(q, half, len * 2);
+            else for (csm_idx i = 0; i < len; i++) memcpy(q + i * stride, half + i, 2);
         }
+    } else if (c->out_dtype == CSM_F32) {
+        if (ct == CSM_F32) for (csm_idx i = 0; i < n; i++) *(float *)(p + i * stride) = bf[i];
+        else for (csm_idx i = 0; i < n; i++) *(float *)(p + i * stride) = (float)bd[i];
+    } else {
+        if (ct == CSM_F64) for (csm_idx i = 0; i < n; i++) *(double *)(p + i * stride) = bd[i];
+        else for (csm_idx i = 0; i < n; i++) *(double *)(p + i * stride) = bf[i];
     }
 }
 
+/* A row that is not plain contiguous memory of the compute type. With a row buffer (rows up to CACHE_BUDGET), the
+ * row is converted once, computed in place like a contiguous row, and converted back; longer rows are streamed in
+ * blocks three times (max, sum, result), so scratch memory stays bounded whatever the row length. */
 static void softmax_general(const csm_kernels *kt, const csm_call *c, int ct, const layout *L, const char *x,
-                            char *y)
+                            char *y, void *row_buffer)
 {
     const csm_type_kernels *k = ct == CSM_F32 ? &kt->f32 : &kt->f64;
-    double buf[GATHER_BLOCK];
+    const size_t es = dtype_size(ct);
     const csm_idx n = L->axis_len, is = L->in_axis_stride, os = L->out_axis_stride;
-
+    if (row_buffer) {
+        gather(kt, c, x, is, n, ct, row_buffer);
+        softmax_row(k, ct, row_buffer, row_buffer, n, es);
+        scatter(kt, c, row_buffer, ct, y, os, n);
+        return;
+    }
+    double buf[GATHER_BLOCK];
     double m = -INFINITY;
     for (csm_idx s = 0; s < n && m == m; s += GATHER_BLOCK) {
         csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
@@ -320,20 +365,28 @@ int csm_softmax(const csm_call *c, const csm_kernels *kt)
     const int lanes = native && !rows && L.n_lanes > 1 && L.in_lane_stride == (csm_idx)es &&
                       L.out_lane_stride == (csm_idx)es;
 
-    lane_state st;
+    const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
+    const int short_rows = rows && L.axis_len <= SHORT_ROW_MAX && L.axis_len <= CSM_SHORT_ROW_MAX &&
+                           abs_idx(L.in_lane_stride) < gather_limit && abs_idx(L.out_lane_stride) < gather_limit;
+    lane_state st = {0};
     if (lanes && lane_state_alloc(&st) != 0) {
         lane_state_free(&st);
         return -1;
+    }
+    void *row_buffer = NULL;
+    if (!rows && !lanes && (size_t)L.axis_len * es <= CACHE_BUDGET) {
+        row_buffer = malloc((size_t)L.axis_len * es);
+        if (!row_buffer) return -1;
     }
 
     csm_idx index[MAX_DIMS] = {0};
     const char *x = c->in;
     char *y = c->out;
     for (;;) {
-        if (rows && L.axis_len <= SHORT_ROW_MAX) {
-            k->short_rows(x, L.in_lane_stride, y, L.out_lane_stride, L.n_lanes, L.axis_len);
-        } else if (rows) {
-            for (csm_idx l = 0; l < L.n_lanes; l++)
+        if (rows) {
+            csm_idx l = 0;
+            if (short_rows) l = k->short_rows(x, L.in_lane_stride, y, L.out_lane_stride, L.n_lanes, L.axis_len);
+            for (; l < L.n_lanes; l++)
                 softmax_row(k, ct, x + l * L.in_lane_stride, y + l * L.out_lane_stride, L.axis_len, es);
         } else if (lanes) {
             for (csm_idx l = 0; l < L.n_lanes; l += LANES_PANEL) {
@@ -342,7 +395,7 @@ int csm_softmax(const csm_call *c, const csm_kernels *kt)
             }
         } else {
             for (csm_idx l = 0; l < L.n_lanes; l++)
-                softmax_general(kt, c, ct, &L, x + l * L.in_lane_stride, y + l * L.out_lane_stride);
+                softmax_general(kt, c, ct, &L, x + l * L.in_lane_stride, y + l * L.out_lane_stride, row_buffer);
         }
         /* odometer over the outer axes, innermost first */
         int d = L.n_outer - 1;
@@ -357,6 +410,7 @@ int csm_softmax(const csm_call *c, const csm_kernels *kt)
         if (d < 0) break;
     }
     if (lanes) lane_state_free(&st);
+    free(row_buffer);
     return 0;
 }
 

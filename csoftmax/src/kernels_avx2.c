@@ -16,7 +16,35 @@
 #define CSM_FNMA_F64(a, b, c) ((vd)_mm256_fnmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
 #define CSM_ANY
 #define CSM_WIDEN
+#define CSM_ANY_LESS
+#define CSM_GATHER
 #include "simd_vec.h"
+/* AVX2 gathers with 32-bit byte offsets k * stride (the driver only sends strides with 16 * |stride| < 2^31);
+ * AVX2 has no scatter, so stores go lane by lane. */
+static inline vf vf_gather(const char *p, csm_idx stride)
+{
+    __m256i offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
+    return (vf)_mm256_i32gather_ps((const float *)p, offsets, 1);
+}
+static inline void vf_scatter(char *p, csm_idx stride, vf v)
+{
+    float t[CSM_NF];
+    vf_store(t, v);
+    for (int k = 0; k < CSM_NF; k++) memcpy(p + k * stride, t + k, 4);
+}
+static inline vd vd_gather(const char *p, csm_idx stride)
+{
+    __m128i offsets = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32((int)stride));
+    return (vd)_mm256_i32gather_pd((const double *)p, offsets, 1);
+}
+static inline void vd_scatter(char *p, csm_idx stride, vd v)
+{
+    double t[CSM_ND];
+    vd_store(t, v);
+    for (int k = 0; k < CSM_ND; k++) memcpy(p + k * stride, t + k, 8);
+}
+static inline int any_less_f32(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_LT_OQ)); }
+static inline int any_less_f64(vd a, vd b) { return _mm256_movemask_pd(_mm256_cmp_pd((__m256d)a, (__m256d)b, _CMP_LT_OQ)); }
 static inline int vi_any(vi m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
 static inline int vl_any(vl m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
 static inline vd vf_lo_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)v)); }
@@ -41,6 +69,95 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
 #define CSM_KERNELS_TABLE csm_kernels_avx2
 #define CSM_ISA_NAME "avx2"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX2 + FMA + F16C (8 floats per vector)"
+#define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2
+csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n);
 #include "kernels.inc"
+
+static inline void transpose8x8(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/*
+ * Short float32 rows (n <= 16) by in-register transposes: eight rows are loaded as whole vectors (8 or 16 floats
+ * from each row start), transposed 8x8 so that vector j holds column j of the eight rows, computed with the same
+ * exponential and sums as every other path, transposed back and stored as whole vectors again. The loads read
+ * past a row into the next rows, and the stores write past a row into the next rows, which later stores (of this
+ * call, in increasing order) overwrite with their results. So a group is done here only while all it touches
+ * lies inside this call's rows, with the output rows packed (y_row_stride == 4n) and forward strides; the driver
+ * finishes the rest with the row kernels. AVX-512 uses this too (an AVX-512 CPU has AVX2, and the arithmetic per
+ * element is identical at either width, so results stay bit-identical to its own row kernels).
+ */
+/* Maximum of columns 0..n-1 as a tree (depth log2 n instead of a chain of n): the critical path of a group. */
+static inline __attribute__((always_inline)) vf column_max(const __m256 *col, const csm_idx n)
+{
+    vf t[16];
+    for (csm_idx j = 0; j < n; j++) t[j] = (vf)col[j];
+    for (csm_idx width = n; width > 1; width = (width + 1) / 2)
+        for (csm_idx j = 0; j < width / 2; j++) t[j] = vf_max_nan(t[j], t[j + (width + 1) / 2]);
+    return t[0];
+}
+
+/* One group of eight rows; always inlined into a copy per row length, so the columns live in registers. */
+static inline __attribute__((always_inline)) void short_group_f32(const char *x, csm_idx xs, char *y, csm_idx ys,
+                                                                 const csm_idx n)
+{
+    const int halves = n > 8 ? 2 : 1;
+    __m256 col[16];
+    for (int h = 0; h < halves; h++) {
+        for (int r = 0; r < 8; r++) col[8 * h + r] = _mm256_loadu_ps((const float *)(x + r * xs) + 8 * h);
+        transpose8x8(col + 8 * h);
+    }
+    vf m = column_max(col, n);
+    vu32 hi = (vu32){0}, lo = (vu32){0};
+    for (csm_idx j = 0; j < n; j++) {
+        vf e = exp_shifted_f32((vf)col[j], m);
+        fix40_parts_f32(e, &hi, &lo);
+        col[j] = (__m256)e;
+    }
+    vf inv = lane_reciprocals_f32(hi, lo, n, m);
+    for (csm_idx j = 0; j < n; j++) col[j] = (__m256)((vf)col[j] * inv);
+    for (int h = 0; h < halves; h++) transpose8x8(col + 8 * h);
+    for (int r = 0; r < 8; r++)
+        for (int h = 0; h < halves; h++) _mm256_storeu_ps((float *)(y + r * ys) + 8 * h, col[8 * h + r]);
+}
+
+csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n)
+{
+    if (n > 16 || xs < 4 * n || ys != 4 * n) return short_rows_f32(x, xs, y, ys, n_rows, n);
+    const csm_idx width = n > 8 ? 64 : 32;             /* bytes read and written per row */
+    /* groups whose reads and writes stay inside this call's rows */
+    csm_idx groups = 0;
+    while ((groups * 8 + 7) * xs + width <= (n_rows - 1) * xs + 4 * n &&
+           (groups * 8 + 7) * ys + width <= (n_rows - 1) * ys + 4 * n)
+        groups++;
+    switch (n) {
+#define CSM_SHORT_CASE(N)                                                                                     \
+    case N:                                                                                                   \
+        for (csm_idx g = 0; g < groups; g++) short_group_f32(x + 8 * g * xs, xs, y + 8 * g * ys, ys, N);   \
+        break;
+        CSM_SHORT_CASE(1) CSM_SHORT_CASE(2) CSM_SHORT_CASE(3) CSM_SHORT_CASE(4) CSM_SHORT_CASE(5)
+        CSM_SHORT_CASE(6) CSM_SHORT_CASE(7) CSM_SHORT_CASE(8) CSM_SHORT_CASE(9) CSM_SHORT_CASE(10)
+        CSM_SHORT_CASE(11) CSM_SHORT_CASE(12) CSM_SHORT_CASE(13) CSM_SHORT_CASE(14) CSM_SHORT_CASE(15)
+        CSM_SHORT_CASE(16)
+#undef CSM_SHORT_CASE
+    }
+    return 8 * groups;
+}
 
 #endif

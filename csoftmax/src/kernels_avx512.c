@@ -17,7 +17,25 @@
 #define CSM_FNMA_F64(a, b, c) ((vd)_mm512_fnmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
 #define CSM_ANY
 #define CSM_WIDEN
+#define CSM_ANY_LESS
+#define CSM_GATHER
 #include "simd_vec.h"
+/* Byte offsets k * stride as 32-bit indices: the driver only sends strides with 16 * |stride| < 2^31. */
+static inline __m512i lane_offsets16(csm_idx stride)
+{
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32((int)stride));
+}
+static inline __m256i lane_offsets8(csm_idx stride)
+{
+    return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
+}
+static inline vf vf_gather(const char *p, csm_idx stride) { return (vf)_mm512_i32gather_ps(lane_offsets16(stride), p, 1); }
+static inline void vf_scatter(char *p, csm_idx stride, vf v) { _mm512_i32scatter_ps(p, lane_offsets16(stride), (__m512)v, 1); }
+static inline vd vd_gather(const char *p, csm_idx stride) { return (vd)_mm512_i32gather_pd(lane_offsets8(stride), p, 1); }
+static inline void vd_scatter(char *p, csm_idx stride, vd v) { _mm512_i32scatter_pd(p, lane_offsets8(stride), (__m512d)v, 1); }
+static inline int any_less_f32(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_LT_OQ) != 0; }
+static inline int any_less_f64(vd a, vd b) { return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0; }
 static inline int vi_any(vi m) { return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0; }
 static inline int vl_any(vl m) { return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0; }
 static inline vd vf_lo_to_vd(vf v) { return (vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)v)); }
@@ -42,6 +60,8 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
     for (; i < n; i++) dst[i] = csm_float_to_half(src[i]);
 }
 
+#define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2    /* kernels_avx2.c: gathers and scatters are slow on AMD */
+csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n);
 #define CSM_KERNELS_TABLE csm_kernels_avx512
 #define CSM_ISA_NAME "avx512"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX-512 F/DQ/VL/BW + FMA + F16C (16 floats per vector)"

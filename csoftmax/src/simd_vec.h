@@ -72,6 +72,34 @@ static inline void vl_store_part(int64_t *p, vl v, csm_idx n)
     for (int i = 0; i < n; i++) p[i] = t[i];
 }
 
+/* Strided lane access: lane k at p + k * stride bytes (the including file may use gather/scatter instructions). */
+#ifndef CSM_GATHER
+static inline vf vf_gather(const char *p, csm_idx stride)
+{
+    float t[CSM_NF];
+    for (int k = 0; k < CSM_NF; k++) memcpy(t + k, p + k * stride, 4);
+    return vf_load(t);
+}
+static inline void vf_scatter(char *p, csm_idx stride, vf v)
+{
+    float t[CSM_NF];
+    vf_store(t, v);
+    for (int k = 0; k < CSM_NF; k++) memcpy(p + k * stride, t + k, 4);
+}
+static inline vd vd_gather(const char *p, csm_idx stride)
+{
+    double t[CSM_ND];
+    for (int k = 0; k < CSM_ND; k++) memcpy(t + k, p + k * stride, 8);
+    return vd_load(t);
+}
+static inline void vd_scatter(char *p, csm_idx stride, vd v)
+{
+    double t[CSM_ND];
+    vd_store(t, v);
+    for (int k = 0; k < CSM_ND; k++) memcpy(p + k * stride, t + k, 8);
+}
+#endif
+
 /* Bitwise select: lanes where mask is all ones take a, the others b. */
 static inline vf vf_select(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 static inline vd vd_select(vl mask, vd a, vd b) { return (vd)(((vl)a & mask) | ((vl)b & ~mask)); }
@@ -91,6 +119,12 @@ static inline int vi_any(vi m)
     return acc != 0;
 }
 static inline int vl_any(vl m) { return vi_any((vi)m); }
+#endif
+
+/* Whether any lane of a is below the matching lane of b. */
+#ifndef CSM_ANY_LESS
+static inline int any_less_f32(vf a, vf b) { return vi_any(a < b); }
+static inline int any_less_f64(vd a, vd b) { return vl_any(a < b); }
 #endif
 
 #ifndef CSM_FMA_F32

@@ -33,6 +33,8 @@ enum csm_dtype { CSM_F16 = 0, CSM_F32 = 1, CSM_F64 = 2 };
 typedef struct { int64_t hi, lo; } csm_fixsum;
 #define CSM_SUM_CHUNK ((csm_idx)1 << 22)
 
+#define CSM_SHORT_ROW_MAX 32         /* longest row the across-rows kernel takes (kernels.inc sizes its columns) */
+
 /*
  * Kernels of one instruction set, for one compute type (float32 or float64). Arrays are contiguous and of the
  * compute type; scalars travel as double (exact for float32 values). "Lanes" functions process one row of a
@@ -50,9 +52,10 @@ typedef struct {
                           csm_idx n_lanes);
     void (*lanes_exp_scale)(const void *x, void *y, const void *m, const void *inv, csm_idx n_lanes);
     void (*lanes_scale)(void *y, const void *inv, csm_idx n_lanes);
-    /* many short contiguous rows: whole softmax, vectorised across rows; row strides in bytes */
-    void (*short_rows)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
-                       csm_idx n);
+    /* many short contiguous rows (n <= CSM_SHORT_ROW_MAX): whole softmax, vectorised across rows; row strides in
+     * bytes with 16 * |stride| < 2^31. Does whole groups of vector-width rows; returns how many rows it did. */
+    csm_idx (*short_rows)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
+                          csm_idx n);
 } csm_type_kernels;
 
 typedef struct {
