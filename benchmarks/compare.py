@@ -3,9 +3,9 @@
 
 Run from the repository root::
 
-    python benchmarks/compare.py             # full run, about 2-3 minutes
-    python benchmarks/compare.py --quick     # fewer repeats, under about a minute
-    python benchmarks/compare.py --cases f16,dim0 --kernels baseline
+    python benchmarks/compare.py             # full run, 1-3 minutes (a ~10 s budget per case)
+    python benchmarks/compare.py --quick     # fewer repeats, under a minute (a ~3 s budget per case)
+    python benchmarks/compare.py --cases f16 dim0 --kernels baseline
 
 For every case (shape, dtype, dim, layout) it times, INTERLEAVED: one sample of every implementation per
 round, the order shuffled each round, rounds repeated until the case's time budget is spent, then the median
@@ -369,7 +369,8 @@ def write_png(rows: list[dict], path: str, title: str) -> Optional[str]:
             if r[tkey] is not None:
                 ax.plot([r[tkey]] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
             if r[key]:
-                ax.text(r[key], y, f" {r[key]:.2f}x", va="center", fontsize=8)
+                ax.text(r[key], y, f" {r[key]:.2f}x", va="center", fontsize=8,
+                        bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.8))  # legible over a tick
         ax.axvline(1.0, color="gray", linestyle=":", linewidth=1)
         ax.set_xlabel(label)
         ax.set_xlim(0, max([v for v in values] + [r[tkey] or 0 for r in rows]) * 1.25 or 1)
