@@ -33,6 +33,7 @@ enum csm_dtype { CSM_F16 = 0, CSM_F32 = 1, CSM_F64 = 2 };
 typedef struct { int64_t hi, lo; } csm_fixsum;
 #define CSM_SUM_CHUNK ((csm_idx)1 << 22)
 
+#define CSM_LANES_FLUSH 512           /* float32 raw parts are 32-bit: 512 terms of at most 2^22 fit */
 #define CSM_SHORT_ROW_MAX 32         /* longest row the across-rows kernel takes (kernels.inc sizes its columns) */
 
 /*
@@ -48,8 +49,13 @@ typedef struct {
     void (*row_scale)(void *y, csm_idx n, double inv);
     /* one axis position of n_lanes contiguous lanes; m, inv: arrays of the compute type */
     void (*lanes_max)(const void *x, void *m, csm_idx n_lanes);
-    void (*lanes_exp_sum)(const void *x, void *e, const void *m, int64_t *sum_hi, int64_t *sum_lo,
+    /* adds each lane's fixed-point parts as raw patterns to raw_hi/raw_lo (8 bytes per lane, opaque) */
+    void (*lanes_exp_sum)(const void *x, void *e, const void *m, uint64_t *raw_hi, uint64_t *raw_lo,
                           csm_idx n_lanes);
+    /* adds the exact values of raw parts that received `terms` terms per lane to sum_hi/sum_lo, zeroes raw;
+     * at most CSM_LANES_FLUSH terms between flushes */
+    void (*lanes_flush)(uint64_t *raw_hi, uint64_t *raw_lo, csm_idx terms, int64_t *sum_hi, int64_t *sum_lo,
+                        csm_idx n_lanes);
     void (*lanes_exp_scale)(const void *x, void *y, const void *m, const void *inv, csm_idx n_lanes);
     void (*lanes_scale)(void *y, const void *inv, csm_idx n_lanes);
     /* many short contiguous rows (n <= CSM_SHORT_ROW_MAX): whole softmax, vectorised across rows; row strides in
