@@ -105,42 +105,8 @@ def _prepare(name: str, input: Any, dim: Any, dtype: Any, axis: Any):
     return x, dim, out_dtype
 
 
-def softmax(input: Any, dim: Optional[int] = None, dtype: Any = None, *, axis: Optional[int] = None) -> np.ndarray:
-    """Softmax along one dimension: ``exp(x - max) / sum(exp(x - max))``, as ``torch.nn.functional.softmax``.
-
-    Parameters
-    ----------
-    input : array_like
-        Any shape, any strides (transposed, sliced, negative, broadcast, byte-swapped, read-only); never modified
-        and never copied whole. float16 is computed in float32; integers and bools become float64.
-    dim : int, optional
-        The dimension that sums to one; negative counts from the end. ``None`` is torch's deprecated implicit
-        choice (0 for 0-, 1- and 3-d input, else 1) and warns.
-    dtype : float16, float32 or float64, optional
-        The input is cast to it before the operation; the result has this dtype.
-    axis : int, optional
-        Keyword alias of ``dim`` (NumPy spelling); giving both is a TypeError.
-
-    Returns
-    -------
-    numpy.ndarray
-        A new native-endian array of the input's shape and memory order. Rows containing NaN or +inf, and rows
-        that are entirely -inf, are NaN; -inf entries elsewhere give 0.
-
-    Raises
-    ------
-    numpy.exceptions.AxisError
-        ``dim`` out of range (an IndexError and a ValueError).
-    TypeError
-        non-integer ``dim``, or an unsupported input or ``dtype``.
-
-    Examples
-    --------
-    >>> import numpy as np, csoftmax
-    >>> csoftmax.softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), dim=1).round(4)
-    array([[0.09  , 0.2447, 0.6652],
-           [0.3333, 0.3333, 0.3333]])
-    """
+def softmax_general(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None) -> np.ndarray:
+    """csoftmax.softmax for every call its fast path (in _core.pyx, which has the docstring) does not take."""
     x, dim, out_dtype = _prepare("softmax", input, dim, dtype, axis)
     out = np.empty_like(x, dtype=out_dtype)
     if out.size == 0:
@@ -150,6 +116,10 @@ def softmax(input: Any, dim: Optional[int] = None, dtype: Any = None, *, axis: O
     else:
         _core.softmax_into(x, out, dim)
     return out
+
+
+_core.set_general_path(softmax_general)
+softmax = _core.softmax
 
 
 class Softmax:

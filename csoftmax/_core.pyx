@@ -11,6 +11,9 @@ from libc.stdint cimport uint16_t
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order, void *descr, int subok)
+
 cdef extern from "src/softmax.h" nogil:
     ctypedef ptrdiff_t csm_idx
     enum:
@@ -58,6 +61,11 @@ cdef int _dtype_code(cnp.ndarray a) except -1:
 
 def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis):
     """Writes softmax(x) along axis into out (same shape, native byte order, aligned, not overlapping x)."""
+    _softmax_into(x, out, axis)
+    return out
+
+
+cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis) except -1:
     cdef csm_call call
     cdef int rc
     call.ndim = cnp.PyArray_NDIM(x)
@@ -75,7 +83,68 @@ def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis):
         rc = csm_softmax(&call, _active)
     if rc != 0:
         raise MemoryError("csoftmax: could not allocate the kernel's scratch memory")
-    return out
+    return 0
+
+
+# The policy layer (_api.softmax_general) handles every call the fast path below does not; _api registers it.
+cdef object _general = None
+
+
+def set_general_path(function):
+    global _general
+    _general = function
+
+
+def softmax(input, dim=None, dtype=None, *, axis=None):
+    """Softmax along one dimension: ``exp(x - max) / sum(exp(x - max))``, as ``torch.nn.functional.softmax``.
+
+    Parameters
+    ----------
+    input : array_like
+        Any shape, any strides (transposed, sliced, negative, broadcast, byte-swapped, read-only); never modified
+        and never copied whole. float16 is computed in float32; integers and bools become float64.
+    dim : int, optional
+        The dimension that sums to one; negative counts from the end. ``None`` is torch's deprecated implicit
+        choice (0 for 0-, 1- and 3-d input, else 1) and warns.
+    dtype : float16, float32 or float64, optional
+        The input is cast to it before the operation; the result has this dtype.
+    axis : int, optional
+        Keyword alias of ``dim`` (NumPy spelling); giving both is a TypeError.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new native-endian array of the input's shape and memory order. Rows containing NaN or +inf, and rows
+        that are entirely -inf, are NaN; -inf entries elsewhere give 0.
+
+    Raises
+    ------
+    numpy.exceptions.AxisError
+        ``dim`` out of range (an IndexError and a ValueError).
+    TypeError
+        non-integer ``dim``, or an unsupported input or ``dtype``.
+
+    Examples
+    --------
+    >>> import numpy as np, csoftmax
+    >>> csoftmax.softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), dim=1).round(4)
+    array([[0.09  , 0.2447, 0.6652],
+           [0.3333, 0.3333, 0.3333]])
+    """
+    # Fast path, kept short because small arrays are dominated by it: an exact ndarray of native, aligned
+    # float32/float64, an int dim in range, nothing else asked. Everything else goes to the policy layer.
+    cdef cnp.ndarray x, out
+    cdef int num, nd
+    if type(input) is cnp.ndarray and dtype is None and axis is None and type(dim) is int:
+        x = <cnp.ndarray>input
+        num = cnp.PyArray_TYPE(x)
+        nd = cnp.PyArray_NDIM(x)
+        if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
+                and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
+            out = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
+            _softmax_into(x, out, dim + nd if dim < 0 else dim)
+            return out
+    return _general(input, dim, dtype, axis=axis)
 
 
 def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
