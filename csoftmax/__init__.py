@@ -11,7 +11,7 @@ def _defer_to_installed_copy():
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    if any(os.path.exists(os.path.join(here, "_core" + s)) for s in importlib.machinery.EXTENSION_SUFFIXES):
+    if any(os.path.exists(os.path.join(here, "_csoftmax" + s)) for s in importlib.machinery.EXTENSION_SUFFIXES):
         return False
     parent = os.path.dirname(here)
     others = [p for p in sys.path if os.path.abspath(p or os.curdir) != parent]

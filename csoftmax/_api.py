@@ -95,13 +95,12 @@ def _prepare(name: str, input: Any, dim: Any, dtype: Any, axis: Any):
     x = input if type(input) is np.ndarray else np.asarray(input)
     out_dtype = _result_dtype(name, x, dtype)
     dim = _normalize_dim(name, dim, x.ndim)
-    if x.dtype.type not in _FLOAT_TYPES:
-        # integers and bools: converted before any arithmetic, so uint8 cannot wrap around
-        x = x.astype(out_dtype)
-    elif out_dtype.itemsize < x.dtype.itemsize:
-        # a narrowing dtype= rounds the input first, as torch's cast-then-compute does; widening needs no copy,
-        # the kernel converts block by block
-        x = x.astype(out_dtype)
+    # Integers and bools are converted before any arithmetic, so uint8 cannot wrap around. A narrowing dtype=
+    # rounds the input first, as torch's cast-then-compute does (values beyond the new range become inf, and their
+    # rows NaN, without NumPy's overflow warning); widening needs no copy: the kernel converts block by block.
+    if x.dtype.type not in _FLOAT_TYPES or out_dtype.itemsize < x.dtype.itemsize:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = x.astype(out_dtype)
     return x, dim, out_dtype
 
 
@@ -128,6 +127,8 @@ class Softmax:
     The attribute ``dim`` may be changed after construction; instances pickle, and unpickling a state without
     ``dim`` (an old torch module's) gives ``dim=None``.
     """
+
+    dim: Optional[int] = None   # also what an unpickled state without "dim" falls back to
 
     def __init__(self, dim: Optional[int] = None) -> None:
         self.dim = dim

@@ -7,6 +7,9 @@ import numpy as np
 
 FLOATS = (np.float16, np.float32, np.float64)
 
+# Accuracy figures measured by test_accuracy.py, printed in the terminal summary (see conftest.py).
+MEASURED = {}
+
 # The reference's working type: float32 results are judged against float64, float16 against float64 (exactly
 # representable), float64 against long double (80-bit on x86-64).
 WIDE = {np.dtype(np.float16): np.float64, np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
@@ -33,7 +36,7 @@ def reference_softmax(x, dim, work=None):
         w = w.reshape(1)
         dim = 0
     with np.errstate(all="ignore"):
-        m = np.max(w, axis=dim, keepdims=True)
+        m = np.max(w, axis=dim, keepdims=True, initial=-np.inf)  # initial: empty rows
         e = np.exp(w - m)
         s = np.sum(e, axis=dim, keepdims=True)
         r = e / s

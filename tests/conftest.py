@@ -1,6 +1,18 @@
 """Shared fixtures: the kernel-set parametrisation and the hostile array generator."""
+import warnings
+
 import numpy as np
 import pytest
+
+# When a hypothesis test fails, its pytest plugin imports hypothesis.extra._patching (libcst -> mypy_extensions),
+# which emits a DeprecationWarning; under filterwarnings=error that turns the failure report into an INTERNALERROR.
+# Import it once here, with warnings silenced, so failures are reported normally.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except Exception:  # pragma: no cover - optional, private module
+        pass
 
 import csoftmax
 from csoftmax import _core
@@ -52,6 +64,16 @@ def hostile(request):
 def hostile_arrays():
     """All hostile layouts of one base array: {name: array}."""
     return lambda base: {name: make_layout(base, name) for name in LAYOUTS}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints the accuracy figures that test_accuracy.py measured (for the header of csoftmax/src/kernels.inc)."""
+    from _helpers import MEASURED
+
+    if MEASURED:
+        terminalreporter.section("csoftmax measured accuracy")
+        for key in sorted(MEASURED):
+            terminalreporter.write_line(f"{key}: {MEASURED[key]}")
 
 
 def pytest_report_header(config):

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "softmax.h"
+#include "threads.h"
 
 #define MAX_DIMS 64                  /* NumPy 2's NPY_MAXDIMS (NumPy 1 allows 32) */
 #define SHORT_ROW_MAX 16             /* rows up to this length take the across-rows kernel: measured crossover */
@@ -360,71 +361,242 @@ static void softmax_general(const csm_kernels *kt, const csm_call *c, int ct, co
     }
 }
 
-/* ------------------------------------------------------------------------------------------ entry */
+/* ------------------------------------------------------------------------------------------ plan and tasks */
+
+#define TASK_ELEMENTS ((csm_idx)1 << 16)   /* work per task: ~20-60 us, so a pool round trip (~10 us) pays */
+#define PARALLEL_MIN ((csm_idx)1 << 17)    /* below this many elements the call runs on the calling thread */
+#define POOL_MIN_SERIAL ((csm_idx)1 << 24) /* single-threaded calls this big still go through a worker, so the
+                                              caller can notice Ctrl-C while waiting */
+#define LONG_ROW ((csm_idx)1 << 18)        /* rows this long are split into pieces across threads */
+#define ROW_PIECE ((csm_idx)1 << 16)       /* piece of a long row; divides CSM_SUM_CHUNK, so pieces' integer sums
+                                              merge into exactly the serial chunk sums */
+
+enum { PATH_ROWS, PATH_LANES, PATH_GENERAL };
+
+struct csm_plan {
+    csm_job job;
+    const csm_call *c;
+    const csm_kernels *kt;
+    const csm_type_kernels *k;
+    layout L;
+    int ct, path, short_rows, failed;
+    size_t es;
+    csm_idx n_outer, lanes_per_task, tasks_per_outer, elements;
+    /* long rows: one entry per (row, piece) and per row */
+    int long_rows;
+    csm_idx n_rows, pieces;
+    double *piece_max, *row_max, *row_inv;
+    csm_fixsum *piece_sum;
+};
+
+static void outer_offsets(const layout *L, csm_idx outer, csm_idx *in_off, csm_idx *out_off)
+{
+    *in_off = *out_off = 0;
+    for (int d = L->n_outer - 1; d >= 0; d--) {
+        csm_idx i = outer % L->outer_shape[d];
+        outer /= L->outer_shape[d];
+        *in_off += i * L->in_outer_stride[d];
+        *out_off += i * L->out_outer_stride[d];
+    }
+}
+
+/* Lanes [l0, l1) of one outer index, by the plan's path. */
+static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
+{
+    const layout *L = &p->L;
+    csm_idx in_off, out_off;
+    outer_offsets(L, outer, &in_off, &out_off);
+    const char *x = p->c->in + in_off;
+    char *y = p->c->out + out_off;
+    if (p->path == PATH_ROWS) {
+        csm_idx l = l0;
+        if (p->short_rows)
+            l += p->k->short_rows(x + l * L->in_lane_stride, L->in_lane_stride, y + l * L->out_lane_stride,
+                                  L->out_lane_stride, l1 - l0, L->axis_len);
+        for (; l < l1; l++)
+            softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len, p->es);
+    } else if (p->path == PATH_LANES) {
+        lane_state st = {0};
+        if (lane_state_alloc(&st) != 0) {
+            p->failed = 1;
+        } else {
+            for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
+                csm_idx width = l1 - l < LANES_PANEL ? l1 - l : LANES_PANEL;
+                softmax_lanes(p->k, p->ct, L, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es, width, &st);
+            }
+        }
+        lane_state_free(&st);
+    } else {
+        void *row_buffer = NULL;
+        if ((size_t)L->axis_len * p->es <= CACHE_BUDGET && !(row_buffer = malloc((size_t)L->axis_len * p->es))) {
+            p->failed = 1;
+            return;
+        }
+        for (csm_idx l = l0; l < l1; l++)
+            softmax_general(p->kt, p->c, p->ct, L, x + l * L->in_lane_stride, y + l * L->out_lane_stride,
+                            row_buffer);
+        free(row_buffer);
+    }
+}
+
+static csm_idx plan_tasks(csm_job *job, int phase)
+{
+    csm_plan *p = job->ctx;
+    (void)phase;
+    return p->long_rows ? p->n_rows * p->pieces : p->n_outer * p->tasks_per_outer;
+}
+
+static void plan_run(csm_job *job, int phase, csm_idx task)
+{
+    csm_plan *p = job->ctx;
+    if (!p->long_rows) {
+        csm_idx outer = task / p->tasks_per_outer, block = task % p->tasks_per_outer;
+        csm_idx l0 = block * p->lanes_per_task;
+        csm_idx l1 = l0 + p->lanes_per_task < p->L.n_lanes ? l0 + p->lanes_per_task : p->L.n_lanes;
+        run_lanes_block(p, outer, l0, l1);
+        return;
+    }
+    /* a piece of a long contiguous row: row = (outer, lane) in order */
+    const layout *L = &p->L;
+    csm_idx row = task / p->pieces, piece = task % p->pieces;
+    csm_idx in_off, out_off;
+    outer_offsets(L, row / L->n_lanes, &in_off, &out_off);
+    csm_idx lane = row % L->n_lanes, start = piece * ROW_PIECE;
+    csm_idx len = L->axis_len - start < ROW_PIECE ? L->axis_len - start : ROW_PIECE;
+    const char *x = p->c->in + in_off + lane * L->in_lane_stride + start * (csm_idx)p->es;
+    char *y = p->c->out + out_off + lane * L->out_lane_stride + start * (csm_idx)p->es;
+    if (phase == 0) {
+        p->piece_max[task] = p->k->row_max(x, len);
+    } else if (phase == 1) {
+        csm_fixsum s = {0, 0};
+        p->k->row_exp_sum(x, NULL, len, p->row_max[row], &s);
+        p->piece_sum[task] = s;
+    } else {
+        p->k->row_exp_scale(x, y, len, p->row_max[row], p->row_inv[row]);
+    }
+}
+
+/* Between the phases of long rows: merge piece maxima, then piece sums (as softmax_row would have summed them). */
+static void plan_between(csm_job *job, int phase)
+{
+    csm_plan *p = job->ctx;
+    if (!p->long_rows) return;
+    for (csm_idx r = 0; r < p->n_rows; r++) {
+        if (phase == 0) {
+            double m = -INFINITY;
+            for (csm_idx i = 0; i < p->pieces; i++) {
+                double v = p->piece_max[r * p->pieces + i];
+                if (v != v || (m == m && v > m)) m = v;
+            }
+            p->row_max[r] = m;
+        } else if (phase == 1) {
+            const csm_idx per_chunk = CSM_SUM_CHUNK / ROW_PIECE;
+            double total = 0.0;
+            for (csm_idx i0 = 0; i0 < p->pieces; i0 += per_chunk) {
+                csm_fixsum chunk = {0, 0};
+                for (csm_idx i = i0; i < i0 + per_chunk && i < p->pieces; i++) {
+                    chunk.hi += p->piece_sum[r * p->pieces + i].hi;
+                    chunk.lo += p->piece_sum[r * p->pieces + i].lo;
+                }
+                total += fixsum_value(chunk);
+            }
+            p->row_inv[r] = reciprocal(p->ct, p->row_max[r], total);
+        }
+    }
+}
+
+csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
+{
+    csm_plan *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->c = c;
+    p->kt = kt;
+    layout *L = &p->L;
+    decompose(c, L);
+    p->ct = c->in_dtype == CSM_F64 || c->out_dtype == CSM_F64 ? CSM_F64 : CSM_F32;
+    p->es = dtype_size(p->ct);
+    p->k = p->ct == CSM_F32 ? &kt->f32 : &kt->f64;
+    p->n_outer = 1;
+    for (int d = 0; d < L->n_outer; d++) p->n_outer *= L->outer_shape[d];
+    if (L->axis_len == 0 || L->n_lanes == 0) p->n_outer = 0;
+    p->elements = p->n_outer * L->n_lanes * L->axis_len;
+
+    const csm_idx es = (csm_idx)p->es;
+    const int native = c->in_dtype == p->ct && c->out_dtype == p->ct && !c->in_swapped && c->in_aligned;
+    if (native && L->in_axis_stride == es && L->out_axis_stride == es) p->path = PATH_ROWS;
+    else if (native && L->n_lanes > 1 && L->in_lane_stride == es && L->out_lane_stride == es) p->path = PATH_LANES;
+    else p->path = PATH_GENERAL;
+    const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
+    p->short_rows = p->path == PATH_ROWS && L->axis_len <= SHORT_ROW_MAX && L->axis_len <= CSM_SHORT_ROW_MAX &&
+                    abs_idx(L->in_lane_stride) < gather_limit && abs_idx(L->out_lane_stride) < gather_limit;
+
+    /* how the work is cut: results never depend on it (every lane is computed alone), only speed does */
+    if (threads < 1) threads = 1;
+    p->n_rows = p->n_outer * L->n_lanes;
+    if (p->path == PATH_ROWS && threads > 1 && L->axis_len >= LONG_ROW && p->n_rows < 2 * threads) {
+        p->long_rows = 1;
+        p->pieces = (L->axis_len + ROW_PIECE - 1) / ROW_PIECE;
+        p->piece_max = malloc(p->n_rows * p->pieces * sizeof(double));
+        p->piece_sum = malloc(p->n_rows * p->pieces * sizeof(csm_fixsum));
+        p->row_max = malloc(p->n_rows * sizeof(double));
+        p->row_inv = malloc(p->n_rows * sizeof(double));
+        if (!p->piece_max || !p->piece_sum || !p->row_max || !p->row_inv) {
+            csm_plan_free(p);
+            return NULL;
+        }
+    } else if (p->path == PATH_LANES) {
+        csm_idx width = LANES_PANEL;
+        csm_idx wanted = 4 * (csm_idx)threads;         /* enough tasks to balance the threads */
+        csm_idx panels = p->n_outer * ((L->n_lanes + width - 1) / width);
+        if (threads > 1 && panels < wanted && p->n_outer > 0) {
+            csm_idx per_outer = (wanted + p->n_outer - 1) / p->n_outer;
+            width = (L->n_lanes + per_outer - 1) / per_outer;
+            width = (width + 63) / 64 * 64;            /* whole vectors, 256 bytes or more per axis step */
+            if (width > LANES_PANEL) width = LANES_PANEL;
+        }
+        p->lanes_per_task = width;
+    } else {
+        csm_idx per_task = TASK_ELEMENTS / (L->axis_len > 0 ? L->axis_len : 1);
+        if (per_task < 1) per_task = 1;
+        if (p->short_rows) per_task = (per_task + 15) / 16 * 16;
+        p->lanes_per_task = per_task;
+    }
+    if (!p->long_rows) p->tasks_per_outer = (L->n_lanes + p->lanes_per_task - 1) / p->lanes_per_task;
+
+    p->job.n_phases = p->long_rows ? 3 : 1;
+    p->job.n_tasks = plan_tasks;
+    p->job.run = plan_run;
+    p->job.between = plan_between;
+    p->job.ctx = p;
+    p->job.threads = threads;
+    return p;
+}
+
+int csm_plan_parallel(const csm_plan *p)
+{
+    if (p->elements < PARALLEL_MIN) return 0;
+    return p->job.threads > 1 || p->elements >= POOL_MIN_SERIAL;
+}
+
+csm_job *csm_plan_job(csm_plan *p) { return &p->job; }
+
+int csm_plan_free(csm_plan *p)
+{
+    int failed = p->failed;
+    free(p->piece_max);
+    free(p->piece_sum);
+    free(p->row_max);
+    free(p->row_inv);
+    free(p);
+    return failed ? -1 : 0;
+}
 
 int csm_softmax(const csm_call *c, const csm_kernels *kt)
 {
-    layout L;
-    decompose(c, &L);
-    if (L.axis_len == 0 || L.n_lanes == 0) return 0;
-    for (int d = 0; d < L.n_outer; d++)
-        if (L.outer_shape[d] == 0) return 0;
-
-    const int ct = c->in_dtype == CSM_F64 || c->out_dtype == CSM_F64 ? CSM_F64 : CSM_F32;
-    const size_t es = dtype_size(ct);
-    const csm_type_kernels *k = ct == CSM_F32 ? &kt->f32 : &kt->f64;
-    const int native = c->in_dtype == ct && c->out_dtype == ct && !c->in_swapped && c->in_aligned;
-    const int rows = native && L.in_axis_stride == (csm_idx)es && L.out_axis_stride == (csm_idx)es;
-    const int lanes = native && !rows && L.n_lanes > 1 && L.in_lane_stride == (csm_idx)es &&
-                      L.out_lane_stride == (csm_idx)es;
-
-    const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
-    const int short_rows = rows && L.axis_len <= SHORT_ROW_MAX && L.axis_len <= CSM_SHORT_ROW_MAX &&
-                           abs_idx(L.in_lane_stride) < gather_limit && abs_idx(L.out_lane_stride) < gather_limit;
-    lane_state st = {0};
-    if (lanes && lane_state_alloc(&st) != 0) {
-        lane_state_free(&st);
-        return -1;
-    }
-    void *row_buffer = NULL;
-    if (!rows && !lanes && (size_t)L.axis_len * es <= CACHE_BUDGET) {
-        row_buffer = malloc((size_t)L.axis_len * es);
-        if (!row_buffer) return -1;
-    }
-
-    csm_idx index[MAX_DIMS] = {0};
-    const char *x = c->in;
-    char *y = c->out;
-    for (;;) {
-        if (rows) {
-            csm_idx l = 0;
-            if (short_rows) l = k->short_rows(x, L.in_lane_stride, y, L.out_lane_stride, L.n_lanes, L.axis_len);
-            for (; l < L.n_lanes; l++)
-                softmax_row(k, ct, x + l * L.in_lane_stride, y + l * L.out_lane_stride, L.axis_len, es);
-        } else if (lanes) {
-            for (csm_idx l = 0; l < L.n_lanes; l += LANES_PANEL) {
-                csm_idx width = L.n_lanes - l < LANES_PANEL ? L.n_lanes - l : LANES_PANEL;
-                softmax_lanes(k, ct, &L, x + l * (csm_idx)es, y + l * (csm_idx)es, width, &st);
-            }
-        } else {
-            for (csm_idx l = 0; l < L.n_lanes; l++)
-                softmax_general(kt, c, ct, &L, x + l * L.in_lane_stride, y + l * L.out_lane_stride, row_buffer);
-        }
-        /* odometer over the outer axes, innermost first */
-        int d = L.n_outer - 1;
-        for (; d >= 0; d--) {
-            x += L.in_outer_stride[d];
-            y += L.out_outer_stride[d];
-            if (++index[d] < L.outer_shape[d]) break;
-            x -= L.in_outer_stride[d] * L.outer_shape[d];
-            y -= L.out_outer_stride[d] * L.outer_shape[d];
-            index[d] = 0;
-        }
-        if (d < 0) break;
-    }
-    if (lanes) lane_state_free(&st);
-    free(row_buffer);
-    return 0;
+    csm_plan *p = csm_plan_new(c, kt, 1);
+    if (!p) return -1;
+    csm_job_run_inline(&p->job);
+    return csm_plan_free(p);
 }
 
 /* ------------------------------------------------------------------------------------------ float16 */

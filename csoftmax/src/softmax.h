@@ -91,6 +91,15 @@ typedef struct {
 /* Returns 0 on success, -1 when scratch memory could not be allocated (nothing is then promised about out). */
 int csm_softmax(const csm_call *call, const csm_kernels *kernels);
 
+/* The same call cut into tasks for the thread pool (threads.h): csm_plan_new decides the cut (NULL: no memory);
+ * run its job inline or in the pool; csm_plan_free returns -1 if a task could not get scratch memory. The call
+ * struct must outlive the plan. Results do not depend on the thread count. */
+typedef struct csm_plan csm_plan;
+csm_plan *csm_plan_new(const csm_call *call, const csm_kernels *kernels, int threads);
+int csm_plan_parallel(const csm_plan *plan);      /* whether the pool pays for this call */
+struct csm_job *csm_plan_job(csm_plan *plan);
+int csm_plan_free(csm_plan *plan);
+
 /* dispatch.c */
 const csm_kernels *csm_best_kernels(void);
 const csm_kernels *csm_kernels_by_name(const char *name);   /* NULL if unknown or not supported by this CPU */

@@ -40,12 +40,36 @@ cdef extern from "src/softmax.h" nogil:
         const csm_idx *out_strides
         int out_dtype
     int csm_softmax(const csm_call *call, const csm_kernels *kernels)
+    ctypedef struct csm_plan:
+        pass
+    ctypedef struct csm_job:
+        pass
+    csm_plan *csm_plan_new(const csm_call *call, const csm_kernels *kernels, int threads)
+    int csm_plan_parallel(const csm_plan *plan)
+    csm_job *csm_plan_job(csm_plan *plan)
+    int csm_plan_free(csm_plan *plan)
     const csm_kernels *csm_best_kernels()
     const csm_kernels *csm_kernels_by_name(const char *name)
     int csm_available_kernels(const csm_kernels **lst, int max)
     const char *csm_cpu_features()
 
+cdef extern from "src/threads.h" nogil:
+    int csm_job_start(csm_job *job)
+    int csm_job_wait(csm_job *job, int timeout_ms)
+    void csm_job_cancel(csm_job *job)
+    void csm_job_run_inline(csm_job *job)
+    int csm_default_threads()
+    int csm_get_num_threads()
+    void csm_set_num_threads(int n)
+
+cdef extern from "Python.h":
+    # declared without Cython's "except -1", so that a pending KeyboardInterrupt does not jump past the cleanup
+    int check_signals "PyErr_CheckSignals"()
+
 cdef const csm_kernels *_active = csm_best_kernels()
+
+# How often a waiting caller takes the GIL to look for Ctrl-C while the pool works.
+DEF WAIT_SLICE_MS = 20
 
 
 cdef int _dtype_code(cnp.ndarray a) except -1:
@@ -67,7 +91,6 @@ def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis):
 
 cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis) except -1:
     cdef csm_call call
-    cdef int rc
     call.ndim = cnp.PyArray_NDIM(x)
     call.shape = <const csm_idx *>cnp.PyArray_DIMS(x)
     call.axis = axis
@@ -79,11 +102,52 @@ cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis) except -1:
     call.out = <char *>cnp.PyArray_DATA(out)
     call.out_strides = <const csm_idx *>cnp.PyArray_STRIDES(out)
     call.out_dtype = _dtype_code(out)
-    with nogil:
-        rc = csm_softmax(&call, _active)
-    if rc != 0:
+    return _run(&call)
+
+
+cdef int _run(csm_call *call) except -1:
+    """Runs a call inline (small) or in the pool, waiting in slices so that Ctrl-C interrupts it."""
+    cdef csm_plan *plan = csm_plan_new(call, _active, csm_get_num_threads())
+    cdef csm_job *job
+    cdef int finished
+    if plan == NULL:
+        raise MemoryError("csoftmax: could not allocate the kernel's scratch memory")
+    job = csm_plan_job(plan)
+    if not csm_plan_parallel(plan) or csm_job_start(job) != 0:
+        with nogil:
+            csm_job_run_inline(job)
+    else:
+        while True:
+            with nogil:
+                finished = csm_job_wait(job, WAIT_SLICE_MS)
+            if finished:
+                break
+            if check_signals() < 0:          # e.g. KeyboardInterrupt: stop at the next task boundary
+                csm_job_cancel(job)
+                with nogil:
+                    csm_job_wait(job, -1)
+                csm_plan_free(plan)
+                return -1
+    if csm_plan_free(plan) != 0:
         raise MemoryError("csoftmax: could not allocate the kernel's scratch memory")
     return 0
+
+
+def get_num_threads():
+    """Threads csoftmax uses for large arrays."""
+    return csm_get_num_threads()
+
+
+def set_num_threads(int n):
+    """Sets the threads csoftmax uses for large arrays (at least 1)."""
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be at least 1, not {n}")
+    csm_set_num_threads(n)
+
+
+def default_num_threads():
+    """CPUs this process may use: its affinity mask, lowered by a cgroup CPU quota."""
+    return csm_default_threads()
 
 
 # The policy layer (_api.softmax_general) handles every call the fast path below does not; _api registers it.

@@ -1,0 +1,190 @@
+/* The thread pool behind csoftmax's parallel kernels: see threads.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "threads.h"
+
+#define MAX_WORKERS 256
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t work;          /* a job has tasks (or phases) to take */
+    pthread_cond_t finished;      /* a job finished */
+    int n_workers;
+    csm_job *job;                 /* the one job in the pool, or NULL */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL};
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* In a forked child the workers do not exist and the lock may have been held by one of them: start afresh. */
+static void forget_pool_in_child(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.work, NULL);
+    pthread_cond_init(&pool.finished, NULL);
+    pool.n_workers = 0;
+    pool.job = NULL;
+}
+
+static void register_atfork(void) { pthread_atfork(NULL, NULL, forget_pool_in_child); }
+
+/* Called with the lock held when a phase's last task is done (or the job was cancelled). */
+static void advance(csm_job *job)
+{
+    for (;;) {
+        if (job->cancelled) break;
+        if (job->between) job->between(job, job->phase);
+        if (++job->phase >= job->n_phases) break;
+        job->total = job->n_tasks(job, job->phase);
+        job->next = job->done = 0;
+        if (job->total > 0) {
+            pthread_cond_broadcast(&pool.work);
+            return;
+        }
+    }
+    job->finished = 1;
+    pool.job = NULL;
+    pthread_cond_broadcast(&pool.finished);
+}
+
+static void *worker_main(void *arg)
+{
+    const int id = (int)(intptr_t)arg;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        csm_job *job = pool.job;
+        if (job && id < job->threads && !job->cancelled && job->next < job->total) {
+            int phase = job->phase;
+            csm_idx task = job->next++;
+            pthread_mutex_unlock(&pool.lock);
+            job->run(job, phase, task);
+            pthread_mutex_lock(&pool.lock);
+            job->done++;
+            if (job->done == job->total || (job->cancelled && job->done == job->next)) advance(job);
+        } else {
+            pthread_cond_wait(&pool.work, &pool.lock);
+        }
+    }
+    return NULL;
+}
+
+int csm_job_start(csm_job *job)
+{
+    pthread_once(&atfork_once, register_atfork);
+    pthread_mutex_lock(&pool.lock);
+    if (pool.job) {                                   /* another Python thread's job: run this one inline */
+        pthread_mutex_unlock(&pool.lock);
+        return -1;
+    }
+    int wanted = job->threads < MAX_WORKERS ? job->threads : MAX_WORKERS;
+    while (pool.n_workers < wanted) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&thread, &attr, worker_main, (void *)(intptr_t)pool.n_workers);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        pool.n_workers++;
+    }
+    if (pool.n_workers == 0) {
+        pthread_mutex_unlock(&pool.lock);
+        return -1;
+    }
+    if (job->threads > pool.n_workers) job->threads = pool.n_workers;
+    job->phase = job->cancelled = job->finished = 0;
+    job->total = job->n_tasks(job, 0);
+    job->next = job->done = 0;
+    pool.job = job;
+    if (job->total == 0) {
+        advance(job);
+    } else {
+        pthread_cond_broadcast(&pool.work);
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return 0;
+}
+
+int csm_job_wait(csm_job *job, int timeout_ms)
+{
+    pthread_mutex_lock(&pool.lock);
+    if (timeout_ms < 0) {
+        while (!job->finished) pthread_cond_wait(&pool.finished, &pool.lock);
+    } else {
+        struct timeval now;
+        gettimeofday(&now, NULL);
+        struct timespec deadline;
+        long usec = now.tv_usec + (long)timeout_ms * 1000;
+        deadline.tv_sec = now.tv_sec + usec / 1000000;
+        deadline.tv_nsec = (usec % 1000000) * 1000;
+        while (!job->finished)
+            if (pthread_cond_timedwait(&pool.finished, &pool.lock, &deadline) == ETIMEDOUT) break;
+    }
+    int finished = job->finished;
+    pthread_mutex_unlock(&pool.lock);
+    return finished;
+}
+
+void csm_job_cancel(csm_job *job)
+{
+    pthread_mutex_lock(&pool.lock);
+    if (!job->finished) {
+        job->cancelled = 1;
+        if (job->done == job->next) advance(job);       /* nothing running: finish now */
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
+void csm_job_run_inline(csm_job *job)
+{
+    for (int phase = 0; phase < job->n_phases; phase++) {
+        csm_idx total = job->n_tasks(job, phase);
+        for (csm_idx t = 0; t < total; t++) job->run(job, phase, t);
+        if (job->between) job->between(job, phase);
+    }
+    job->finished = 1;
+}
+
+/* The thread count for csoftmax's jobs; exported (not static) so that threadpoolctl can read and set it. */
+static int num_threads = 0;
+
+int csm_get_num_threads(void)
+{
+    if (num_threads <= 0) num_threads = csm_default_threads();
+    return num_threads;
+}
+
+void csm_set_num_threads(int n) { num_threads = n < 1 ? 1 : n; }
+
+/* CPUs this process may run on, lowered by a cgroup v2 CPU quota (containers), at least 1. */
+int csm_default_threads(void)
+{
+    int n = 1;
+#ifdef CPU_COUNT
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+    else
+#endif
+    {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n = online > 0 ? (int)online : 1;
+    }
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char quota[32];
+        long period;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && quota[0] != 'm' && period > 0) {
+            long q = atol(quota);
+            int limit = (int)((q + period - 1) / period);
+            if (limit >= 1 && limit < n) n = limit;
+        }
+        fclose(f);
+    }
+    return n < 1 ? 1 : n;
+}
