@@ -31,7 +31,7 @@ if _defer_to_installed_copy():
     pass  # sys.modules["csoftmax"] is now the installed package; this module object is discarded
 else:
     from ._api import Softmax, softmax
-    from ._config import show_config
+    from ._config import get_num_threads, set_num_threads, show_config
     from ._version import __version__
 
-    __all__ = ["softmax", "Softmax", "show_config", "__version__"]
+    __all__ = ["softmax", "Softmax", "show_config", "set_num_threads", "get_num_threads", "__version__"]

@@ -1,0 +1,508 @@
+"""csoftmax.dask: softmax and log_softmax of Dask arrays, against the in-memory functions on the computed array.
+
+Covers both plans (the axis in one chunk: blockwise through the kernel; the axis over 2 or >= 8 uneven chunks: tree
+reduction of partials and a normalisation pass), the argument rules shared with the in-memory functions, laziness
+and metadata, the absence of any rechunking of the axis, bounded memory (blocks alive at once), and a real
+distributed.LocalCluster with worker processes.
+"""
+import threading
+import weakref
+import zlib
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+import dask  # noqa: E402
+from dask.callbacks import Callback  # noqa: E402
+
+import csoftmax  # noqa: E402
+import csoftmax.dask as cdask  # noqa: E402
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    AxisError = np.AxisError
+
+FLOATS = (np.float16, np.float32, np.float64)
+SHAPE = (13, 17, 29)  # every dim long enough for >= 8 chunks
+
+# Tolerances of the Dask result against the in-memory kernel, in ulps of the output dtype. Both are within the
+# kernel's documented bounds of the exact result; the Dask path computes in float64 and rounds once, so the
+# differences are the kernel's own rounding (float16: computed in float32, rounded to float16; float64: the
+# rounding of x - max, amplified by exp, differs between the two by up to a few dozen ulps).
+ULPS = {np.dtype(np.float16): 1, np.dtype(np.float32): 4, np.dtype(np.float64): 64}
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def axis_chunks(n, how):
+    """Chunks of a length-n axis: 'one' chunk, 'two' uneven chunks, or 'many' (>= 8) uneven chunks."""
+    if how == "one":
+        return (n,)
+    if how == "two":
+        return (n // 3, n - n // 3)
+    sizes, left, cycle = [], n, (1, 2, 1, 3)
+    while left:  # 1, 2, 1, 3, 1, 2, ...: uneven, size-1 chunks included
+        take = min(cycle[len(sizes) % 4], left)
+        sizes.append(take)
+        left -= take
+    assert len(sizes) >= 8
+    return tuple(sizes)
+
+
+def chunks_for(shape, axis, how):
+    """The softmax axis chunked as `how`; every other axis in two uneven chunks (the statistics must broadcast)."""
+    return tuple(
+        axis_chunks(n, how) if i == axis else ((n,) if n < 2 else (n // 2 + 1, n - n // 2 - 1))
+        for i, n in enumerate(shape)
+    )
+
+
+def ulp_diff(a, b, dtype):
+    """|a - b| in ulps of dtype (of the larger magnitude; absolute ulps below the smallest normal)."""
+    dtype = np.dtype(dtype)
+    wide = np.float64 if dtype.itemsize < 8 else np.longdouble
+    a, b = a.astype(wide), b.astype(wide)
+    big = np.maximum(np.abs(a), np.abs(b)).astype(dtype)
+    unit = np.maximum(np.spacing(big), np.spacing(np.finfo(dtype).smallest_normal)).astype(wide)
+    with np.errstate(invalid="ignore"):
+        d = np.abs(a - b)
+        d[a == b] = 0  # equal infinities
+        return d / unit
+
+
+def assert_matches(actual, expected, dtype, ulps=None, what=""):
+    """Same dtype and shape, NaN and infinities at the same places, finite values within `ulps` ulps."""
+    dtype = np.dtype(dtype)
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.shape == expected.shape, what
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=f"{what}: NaN pattern")
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected), err_msg=f"{what}: inf pattern")
+    finite = np.isfinite(expected)
+    if finite.any():
+        worst = float(ulp_diff(actual[finite], expected[finite], dtype).max())
+        assert worst <= (ULPS[dtype] if ulps is None else ulps), f"{what}: {worst} ulps from the in-memory result"
+
+
+def expected(kind, a, dim, dtype=None):
+    """The in-memory result the Dask one must match."""
+    if kind == "softmax":
+        return csoftmax.softmax(a, dim=dim, dtype=dtype)
+    if hasattr(csoftmax, "log_softmax"):
+        return csoftmax.log_softmax(a, dim=dim, dtype=dtype)
+    return reference_log_softmax(a, dim, dtype)
+
+
+def reference_log_softmax(a, dim, dtype=None):
+    """x - max - log(sum(exp(x - max))) in long double, with torch's NaN rules and the in-memory dtype rules."""
+    out_dtype = csoftmax.softmax(a, dim=dim, dtype=dtype).dtype
+    w = np.asarray(a)
+    if dtype is not None and np.dtype(dtype).itemsize < w.dtype.itemsize:
+        w = w.astype(dtype)  # a narrowing dtype= rounds first
+    w = w.astype(np.longdouble)
+    with np.errstate(all="ignore"):
+        m = np.max(w, axis=dim, keepdims=True)
+        r = w - m - np.log(np.sum(np.exp(w - m), axis=dim, keepdims=True))
+        r = np.where(np.isfinite(m), r, np.nan)
+    return r.astype(out_dtype)
+
+
+def sample(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    scale = 3.0 if dtype == np.float16 else 8.0
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def special_rows(dtype, n=40):
+    """Rows of length n, each exercising a NaN/inf rule, with its special values in different chunks."""
+    big = np.finfo(dtype).max
+    rows = np.tile(np.linspace(-3, 3, n), (12, 1)).astype(dtype)
+    rows[0, 17] = np.nan  # NaN anywhere -> NaN row
+    rows[1, 3] = np.inf  # +inf -> NaN row
+    rows[2, :] = -np.inf  # all -inf -> NaN row
+    rows[3, :20] = -np.inf  # whole chunks of -inf next to finite chunks -> 0 there
+    rows[4, ::3] = -np.inf  # scattered -inf -> 0 there
+    rows[5, :] = -np.inf  # a single finite value -> 1 there, 0 elsewhere
+    rows[5, n - 1] = 2.0
+    rows[6, :] = [big if i % 2 else -big for i in range(n)]  # the largest finite values
+    rows[7, 5], rows[7, 30] = np.inf, np.nan  # both
+    rows[8, :] = -np.inf  # -inf and NaN
+    rows[8, 22] = np.nan
+    rows[9, :] = 0  # all equal
+    rows[10, 1], rows[10, 38] = np.inf, np.inf  # two +inf in different chunks
+    rows[11, :] = np.linspace(-1000, 1000, n).astype(dtype) if dtype != np.float16 else np.linspace(-60000, 60000, n)
+    return rows
+
+
+def many_chunks(n):
+    return axis_chunks(n, "many")
+
+
+# -------------------------------------------------------------------------------------------- values and dtypes
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("how", ["one", "two", "many"])
+@pytest.mark.parametrize("dim", [0, 1, -1, -2])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda t: np.dtype(t).name)
+def test_matches_in_memory(kind, how, dim, dtype):
+    a = sample(SHAPE, dtype, seed=zlib.crc32(f"{kind} {how} {dim}".encode()))
+    axis = dim % a.ndim
+    x = da.from_array(a, chunks=chunks_for(a.shape, axis, how))
+    assert (x.numblocks[axis] == 1) == (how == "one")
+    y = getattr(cdask, kind)(x, dim)
+    assert y.chunks == x.chunks and y.dtype == np.dtype(dtype) and y.shape == a.shape
+    assert_matches(y.compute(scheduler="threads"), expected(kind, a, dim), dtype, what=f"{kind} {how} dim={dim}")
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("how", ["one", "many"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda t: np.dtype(t).name)
+def test_special_values(kind, how, dtype):
+    a = special_rows(dtype)
+    x = da.from_array(a, chunks=(5, axis_chunks(a.shape[1], how)))
+    got = getattr(cdask, kind)(x, -1).compute(scheduler="threads")
+    want = expected(kind, a, -1)
+    assert_matches(got, want, dtype, what=f"{kind} {how}")
+    nan_rows = [0, 1, 2, 7, 8, 10]
+    assert np.isnan(got[nan_rows]).all() and not np.isnan(np.delete(got, nan_rows, axis=0)).any()
+    if kind == "softmax":
+        assert (got[3, :20] == 0).all() and got[5, -1] == 1 and (got[5, :-1] == 0).all()
+    else:
+        assert np.isneginf(got[3, :20]).all() and got[5, -1] == 0 and np.isneginf(got[5, :-1]).all()
+
+
+def test_special_values_along_a_strided_axis():
+    """The softmax axis is axis 0 here: the statistics are one row of values per column."""
+    a = special_rows(np.float32).T.copy()
+    x = da.from_array(a, chunks=(many_chunks(a.shape[0]), 5))
+    assert_matches(cdask.softmax(x, 0).compute(), csoftmax.softmax(a, dim=0), np.float32)
+
+
+@pytest.mark.parametrize("how", ["one", "many"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.arange(40, dtype=np.uint8).reshape(2, 20) * 6,  # uint8 up to 234: converted before arithmetic
+        np.arange(-20, 20, dtype=np.int64).reshape(2, 20),
+        (np.arange(40).reshape(2, 20) % 3 == 0),
+        np.arange(40, dtype=np.int16).reshape(2, 20),
+    ],
+    ids=["uint8", "int64", "bool", "int16"],
+)
+def test_integers_and_bools_become_float64(values, how):
+    x = da.from_array(values, chunks=(1, axis_chunks(20, how)))
+    for kind in ("softmax", "log_softmax"):
+        y = getattr(cdask, kind)(x, 1)
+        assert y.dtype == np.float64
+        assert_matches(y.compute(), expected(kind, values, 1), np.float64, what=kind)
+
+
+@pytest.mark.parametrize("how", ["one", "many"])
+@pytest.mark.parametrize(
+    "in_dtype, dtype",
+    [
+        (np.float64, np.float16),  # narrowing: the input is rounded first
+        (np.float64, "float32"),
+        (np.float32, np.float64),  # widening
+        (np.float16, ">f8"),  # any spelling; the result is native
+        (np.int32, np.float32),
+        (np.float32, np.dtype(np.float32)),
+    ],
+)
+def test_dtype_argument_casts_first(in_dtype, dtype, how):
+    a = (np.random.default_rng(1).standard_normal((6, 30)) * 7).astype(in_dtype)
+    x = da.from_array(a, chunks=(4, axis_chunks(30, how)))
+    for kind in ("softmax", "log_softmax"):
+        y = getattr(cdask, kind)(x, -1, dtype=dtype)
+        want = expected(kind, a, -1, dtype=dtype)
+        assert y.dtype == want.dtype == np.dtype(dtype).newbyteorder("=")
+        assert_matches(y.compute(), want, want.dtype, what=f"{kind} {in_dtype}->{dtype}")
+
+
+def test_rows_sum_to_one_over_many_chunks():
+    """A long float32 row over many chunks: the float64 partials keep the sum within float32 rounding of 1."""
+    a = (np.random.default_rng(2).standard_normal((3, 200_000)) * 4).astype(np.float32)
+    x = da.from_array(a, chunks=(3, 9_999))
+    got = cdask.softmax(x, 1).compute()
+    assert np.abs(got.astype(np.float64).sum(axis=1) - 1).max() < 1e-6
+    assert_matches(got, csoftmax.softmax(a, 1), np.float32)
+
+
+def test_zero_dim_and_empty_arrays():
+    for value in (np.float32(3.5), np.float64(-np.inf), np.float16(np.nan)):
+        x = da.from_array(np.asarray(value), chunks=())
+        for kind in ("softmax", "log_softmax"):
+            for dim in (0, -1):
+                y = getattr(cdask, kind)(x, dim)
+                assert y.shape == () and y.dtype == value.dtype
+                np.testing.assert_array_equal(y.compute(), expected(kind, np.asarray(value), dim))
+    with pytest.raises(AxisError):
+        cdask.softmax(da.from_array(np.asarray(1.0), chunks=()), 1)
+    for shape, chunks in [((0, 10), (0, 3)), ((4, 0), (2, 0)), ((4, 0, 6), (2, 0, 2))]:
+        x = da.zeros(shape, chunks=chunks, dtype=np.float32)
+        for kind in ("softmax", "log_softmax"):
+            for dim in range(len(shape)):
+                got = getattr(cdask, kind)(x, dim).compute()
+                assert got.shape == shape and got.dtype == np.float32
+
+
+def test_unknown_chunk_sizes_along_the_axis():
+    """Chunks of unknown size (after boolean indexing) along the axis still go through the reduction."""
+    a = np.random.default_rng(3).standard_normal(50)
+    x = da.from_array(a, chunks=7)
+    keep = da.from_array(a > -0.5, chunks=7)
+    y = x[keep]
+    assert np.isnan(y.shape[0])
+    got = cdask.softmax(y, 0).compute()
+    assert_matches(got, csoftmax.softmax(a[a > -0.5], 0), np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ argument rules
+
+
+@pytest.mark.parametrize("dim", [3, -4, 100, -100])
+def test_dim_out_of_range_is_torchs_axis_error(dim):
+    a = np.zeros((2, 3, 4))
+    with pytest.raises(AxisError) as in_memory:
+        csoftmax.softmax(a, dim)
+    for kind in ("softmax", "log_softmax"):
+        with pytest.raises(AxisError) as lazy:
+            getattr(cdask, kind)(da.from_array(a, chunks=2), dim)
+        assert str(lazy.value) == str(in_memory.value)
+        assert "Dimension out of range (expected to be in range of [-3, 2]" in str(lazy.value)
+
+
+@pytest.mark.parametrize("dim", [1.0, True, np.bool_(False), "1", [1]])
+def test_non_integer_dim_is_a_type_error(dim):
+    x = da.zeros((2, 3), chunks=1)
+    for kind in ("softmax", "log_softmax"):
+        with pytest.raises(TypeError, match="dim must be an integer"):
+            getattr(cdask, kind)(x, dim)
+
+
+def test_dim_is_required():
+    x = da.zeros((2, 3), chunks=1)
+    with pytest.raises(TypeError, match="dim is required"):
+        cdask.softmax(x, None)
+    with pytest.raises(TypeError):
+        cdask.log_softmax(x)  # no default
+
+
+def test_numpy_integer_dims_are_accepted():
+    a = np.random.default_rng(4).standard_normal((5, 9))
+    x = da.from_array(a, chunks=(2, 4))
+    for dim in (np.int64(1), np.int8(-1), np.uint32(0)):
+        np.testing.assert_array_equal(cdask.softmax(x, dim).compute(), cdask.softmax(x, int(dim)).compute())
+
+
+@pytest.mark.parametrize(
+    "values, dtype",
+    [
+        (np.zeros((2, 3), np.complex64), None),
+        (np.zeros((2, 3), np.longdouble), None),
+        (np.zeros((2, 3)), np.int32),
+        (np.zeros((2, 3)), np.complex128),
+        (np.zeros((2, 3)), "not a dtype"),
+    ],
+    ids=["complex", "longdouble", "dtype=int32", "dtype=complex", "dtype=garbage"],
+)
+def test_unsupported_dtypes_are_the_in_memory_type_errors(values, dtype):
+    with pytest.raises(TypeError) as in_memory:
+        csoftmax.softmax(values, 1, dtype=dtype)
+    with pytest.raises(TypeError) as lazy:
+        cdask.softmax(da.from_array(values, chunks=1), 1, dtype=dtype)
+    assert str(lazy.value) == str(in_memory.value)
+
+
+def test_dtype_is_checked_before_dim_as_in_memory():
+    x = da.zeros((2, 3), chunks=1, dtype=np.complex64)
+    with pytest.raises(TypeError, match="complex"):
+        cdask.softmax(x, 7)
+
+
+def test_non_dask_input_is_a_type_error():
+    with pytest.raises(TypeError, match="dask.array.Array"):
+        cdask.softmax(np.zeros(3), 0)
+
+
+# ------------------------------------------------------------------------------------------- laziness and graph
+
+
+@pytest.mark.parametrize("how", ["one", "many"])
+def test_lazy_with_metadata(how):
+    calls = []
+
+    def produce(block):
+        calls.append(block.shape)
+        return block
+
+    a = np.random.default_rng(5).standard_normal((6, 40)).astype(np.float32)
+    x = da.from_array(a, chunks=(4, axis_chunks(40, how))).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    for kind in ("softmax", "log_softmax"):
+        y = getattr(cdask, kind)(x, 1)
+        assert calls == []  # building the graph computes nothing
+        assert isinstance(y, da.Array)
+        assert y.shape == x.shape and y.chunks == x.chunks and y.dtype == np.float32
+        assert type(y._meta) is np.ndarray and y._meta.dtype == np.float32 and y._meta.ndim == 2
+        assert y.name == getattr(cdask, kind)(x, 1).name  # deterministic keys
+        assert y.name != getattr(cdask, kind)(x, 0).name
+    np.testing.assert_array_equal(y.compute(), expected("log_softmax", a, 1))
+    assert calls
+
+
+def test_one_chunk_axis_is_a_single_blockwise_layer():
+    x = da.from_array(np.zeros((8, 10)), chunks=(3, 10))
+    y = cdask.softmax(x, 1)
+    assert len(y.dask.layers) == 2  # the input and one map_blocks layer
+    assert not any("stats" in name for name in y.dask.layers)
+
+
+class _BlockShapes(Callback):
+    """Records the shape of every array that a task of the local scheduler produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+        self._lock = threading.Lock()
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if isinstance(result, np.ndarray):
+            with self._lock:
+                self.shapes.append(result.shape)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_the_axis_is_never_rechunked(kind, dim):
+    a = sample(SHAPE, np.float32, seed=dim)
+    chunks = chunks_for(a.shape, dim, "many")
+    x = da.from_array(a, chunks=chunks)
+    y = getattr(cdask, kind)(x, dim)
+    assert not any("rechunk" in name for name in y.dask.layers)
+    assert y.chunks == x.chunks
+    # the statistics have one entry per row along the axis, and the row blocks of x elsewhere
+    stats = [layer for name, layer in y.dask.layers.items() if "stats-aggregate" in name]
+    assert len(stats) == 1
+    with _BlockShapes() as seen:
+        got = y.compute(scheduler="threads", optimize_graph=False)
+    assert_matches(got, expected(kind, a, dim), np.float32)
+    # no task ever produced an array longer along the axis than the largest chunk (a rechunked or concatenated
+    # row would be the whole axis long)
+    assert seen.shapes and max(shape[dim] for shape in seen.shapes if len(shape) == a.ndim) <= max(chunks[dim])
+    # and the same with Dask's graph optimisations (fusion) on
+    with _BlockShapes() as seen:
+        y.compute(scheduler="threads")
+    assert max(shape[dim] for shape in seen.shapes if len(shape) == a.ndim) <= max(chunks[dim])
+
+
+def test_input_blocks_are_not_all_held_between_the_passes():
+    """Memory stays bounded by a few blocks: the normalisation pass re-reads its input after the reduction instead
+    of keeping every block of pass 1 alive until the row totals are known."""
+    n_blocks, block = 24, (4, 1000)
+    live = []  # weak references to every input block produced
+    peak = [0]
+    lock = threading.Lock()
+
+    def produce(block_info=None):
+        i = block_info[None]["chunk-location"][1]
+        out = np.random.default_rng(i).standard_normal(block)
+        with lock:
+            live.append(weakref.ref(out))
+        return out
+
+    class Count(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            with lock:
+                peak[0] = max(peak[0], sum(ref() is not None for ref in live))
+
+    x = da.map_blocks(produce, chunks=((4,), (1000,) * n_blocks), dtype=np.float64, meta=np.empty((0, 0)))
+    y = cdask.softmax(x, 1)
+    with Count():
+        total = y.sum(axis=1).compute(scheduler="threads", num_workers=2)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-12)
+    assert len(live) == 2 * n_blocks  # every block was produced twice: once per pass
+    assert peak[0] <= 8, f"{peak[0]} of {n_blocks} input blocks alive at once"
+
+
+def test_persisted_input_is_read_not_recomputed():
+    calls = []
+
+    def produce(block):
+        calls.append(1)
+        return block
+
+    a = np.random.default_rng(6).standard_normal((4, 100))
+    x = da.from_array(a, chunks=(4, 10)).map_blocks(produce, meta=np.empty((0, 0))).persist(scheduler="threads")
+    assert len(calls) == 10
+    got = cdask.softmax(x, 1).compute(scheduler="threads")
+    assert len(calls) == 10
+    assert_matches(got, csoftmax.softmax(a, 1), np.float64)
+
+
+def test_split_every_and_scheduler_do_not_change_the_result():
+    """Any tree shape of the merge gives the same result to a few ulps, and the sync and threaded schedulers agree
+    bit for bit."""
+    a = sample((5, 400), np.float64, seed=7)
+    x = da.from_array(a, chunks=(5, 13))
+    ref = cdask.softmax(x, 1).compute(scheduler="sync")
+    np.testing.assert_array_equal(cdask.softmax(x, 1).compute(scheduler="threads"), ref)
+    for split_every in (2, 3, 32):
+        with dask.config.set(split_every=split_every):
+            assert_matches(cdask.softmax(x, 1).compute(), ref, np.float64, ulps=4)
+
+
+# ------------------------------------------------------------------------------------------ distributed cluster
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real cluster: two worker processes with one thread each, on the loopback interface, no dashboard."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("how", ["one", "two", "many"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda t: np.dtype(t).name)
+def test_distributed_matches_in_memory_and_threads(client, kind, how, dtype):
+    a = np.concatenate([sample((20, 40), dtype, seed=8), special_rows(dtype)])
+    x = da.from_array(a, chunks=(9, axis_chunks(40, how)))
+    y = getattr(cdask, kind)(x, 1)
+    got = client.compute(y).result()
+    assert_matches(got, expected(kind, a, 1), dtype, what=f"{kind} {how}")
+    # the same graph gives the same bits on the threaded scheduler
+    np.testing.assert_array_equal(got, y.compute(scheduler="threads"))
+
+
+def test_distributed_with_persisted_input_and_negative_dim(client):
+    a = sample((30, 12, 50), np.float32, seed=9)
+    x = da.from_array(a, chunks=(7, 5, 6)).persist()
+    for dim in (0, -1, -2):
+        got = cdask.softmax(x, dim).compute()
+        assert_matches(got, csoftmax.softmax(a, dim), np.float32, what=f"dim={dim}")
+    got = client.compute(cdask.log_softmax(x, -3, dtype=np.float64)).result()
+    assert_matches(got, expected("log_softmax", a, -3, dtype=np.float64), np.float64)
+
+
+def test_distributed_workers_run_the_computation(client):
+    """The work happens in the worker processes (which import csoftmax themselves)."""
+    import os
+
+    pids = set(client.run(os.getpid).values())
+    assert len(pids) == 2 and os.getpid() not in pids
+    x = da.from_array(sample((8, 64), np.float64, seed=10), chunks=(8, 8))
+    future = client.compute(cdask.softmax(x, 1).sum(axis=1))
+    np.testing.assert_allclose(future.result(), 1.0, rtol=1e-12)
+    # both workers took part
+    assert len(client.who_has(future)) == 1 and len(client.run(os.getpid)) == 2

@@ -1,0 +1,163 @@
+"""The thread pool: results independent of the thread count, fork safety, Ctrl-C, and the controls
+(set_num_threads, CSOFTMAX_NUM_THREADS, threadpoolctl)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import csoftmax
+from csoftmax import _core
+
+
+# Child interpreters import the same csoftmax as this one (installed wheel, or an in-place build).
+CHILD_ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csoftmax.__file__)))
+
+
+@pytest.fixture
+def restore_threads():
+    saved = csoftmax.get_num_threads()
+    yield
+    csoftmax.set_num_threads(saved)
+
+
+# Shapes big enough for the pool (>= 2^17 elements), one per path: contiguous rows, short rows, strided axis
+# (lanes), general (strided/byte-swapped), and a few very long rows split into pieces.
+PARALLEL_CASES = [
+    ("rows", (512, 1024), -1, np.float32),
+    ("short rows", (40000, 10), -1, np.float32),
+    ("lanes", (1024, 1000), 0, np.float32),
+    ("lanes float64", (300, 700), 0, np.float64),
+    ("general strided", (600, 1200), -1, np.float32),
+    ("long rows", (2, 1_500_000), -1, np.float32),
+    ("long rows float64", (1, 3_000_000), -1, np.float64),
+    ("3-d middle dim", (20, 300, 64), 1, np.float64),
+]
+
+
+@pytest.mark.parametrize("name,shape,dim,dtype", PARALLEL_CASES, ids=[c[0] for c in PARALLEL_CASES])
+def test_results_are_bit_identical_whatever_the_thread_count(restore_threads, name, shape, dim, dtype):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    if name == "general strided":
+        x = np.repeat(x, 2, axis=-1)[:, ::2]
+    results = []
+    for threads in (1, 2, 3, 5):
+        csoftmax.set_num_threads(threads)
+        results.append(csoftmax.softmax(x, dim=dim))
+    for r in results[1:]:
+        assert np.array_equal(r.view(np.uint8), results[0].view(np.uint8))
+    # and the shared result is right
+    ref = np.exp(x.astype(np.float64) - x.max(axis=dim, keepdims=True).astype(np.float64))
+    ref /= ref.sum(axis=dim, keepdims=True)
+    np.testing.assert_allclose(results[0], ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-30)
+
+
+def test_long_rows_split_across_threads_match_the_serial_sum_chunks(restore_threads):
+    # a row longer than one fixed-point chunk (2^22): pieces merge per chunk exactly as the serial walk sums them
+    x = np.linspace(-20, 3, (1 << 22) + 12345, dtype=np.float32)
+    csoftmax.set_num_threads(1)
+    serial = csoftmax.softmax(x, 0)
+    csoftmax.set_num_threads(2)
+    assert np.array_equal(csoftmax.softmax(x, 0).view(np.uint8), serial.view(np.uint8))
+
+
+def test_set_num_threads_rejects_non_positive_and_non_integer(restore_threads):
+    with pytest.raises(ValueError):
+        csoftmax.set_num_threads(0)
+    with pytest.raises(TypeError):
+        csoftmax.set_num_threads(1.5)
+    csoftmax.set_num_threads(np.int64(2))
+    assert csoftmax.get_num_threads() == 2
+
+
+def test_default_thread_count_follows_the_affinity_mask():
+    assert _core.default_num_threads() == min(len(os.sched_getaffinity(0)), _core.default_num_threads())
+    code = "import csoftmax; print(csoftmax.get_num_threads())"
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(__file__), env=CHILD_ENV) if _has_taskset() else None
+    if out is not None:
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "1"
+
+
+def _has_taskset():
+    from shutil import which
+    return which("taskset") is not None
+
+
+def test_environment_variable_sets_the_thread_count():
+    code = "import csoftmax; print(csoftmax.get_num_threads())"
+    env = dict(CHILD_ENV, CSOFTMAX_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
+def test_threadpoolctl_lists_and_limits_the_pool(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    csoftmax.set_num_threads(2)
+    info = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "csoftmax"]
+    assert len(info) == 1 and info[0]["num_threads"] == 2
+    with threadpoolctl.threadpool_limits(1, user_api="csoftmax"):
+        assert csoftmax.get_num_threads() == 1
+    assert csoftmax.get_num_threads() == 2
+
+
+def _run_script(code, timeout):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, cwd=os.path.dirname(__file__), env=CHILD_ENV)
+
+
+def test_forked_child_after_parallel_work_computes_correctly_and_does_not_hang():
+    code = """
+        import multiprocessing as mp, numpy as np, csoftmax
+        csoftmax.set_num_threads(2)
+        x = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+        expected = csoftmax.softmax(x, 0)           # the pool now has running workers
+
+        def child(queue):
+            queue.put(bool(np.array_equal(csoftmax.softmax(x, 0), expected)))
+
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=child, args=(queue,)) for _ in range(2)]
+        for p in procs: p.start()
+        results = [queue.get(timeout=60) for _ in procs]
+        for p in procs: p.join(timeout=60)
+        print(all(results), [p.exitcode for p in procs])
+    """
+    out = _run_script(code, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True [0, 0]"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_call_reacts_to_ctrl_c_quickly_and_then_works_again(threads):
+    code = f"""
+        import os, signal, threading, time, numpy as np, csoftmax
+        csoftmax.set_num_threads({threads})
+        x = np.broadcast_to(np.float32(0.5), (40000, 20000))   # 3.2 GB out, about a second of work per thread
+        fired = []
+        def fire():
+            time.sleep(0.5)
+            fired.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=fire).start()
+        try:
+            csoftmax.softmax(x, -1)
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("reaction %.3f" % (time.perf_counter() - fired[0]))
+        small = csoftmax.softmax(np.ones((600, 600), np.float32), 0)
+        print(bool(np.allclose(small, 1 / 600)))
+    """
+    out = _run_script(code, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.split("\n")[:2]
+    assert first.startswith("reaction"), out.stdout
+    assert float(first.split()[1]) < 0.5       # about 100 ms expected; generous for a loaded CI machine
+    assert second == "True"
