@@ -55,7 +55,7 @@ cdef extern from "src/softmax.h" nogil:
 
 cdef extern from "src/threads.h" nogil:
     int csm_job_start(csm_job *job)
-    int csm_job_wait(csm_job *job, int timeout_ms)
+    int csm_job_help(csm_job *job, int budget_ms)
     void csm_job_cancel(csm_job *job)
     void csm_job_run_inline(csm_job *job)
     int csm_default_threads()
@@ -68,7 +68,7 @@ cdef extern from "Python.h":
 
 cdef const csm_kernels *_active = csm_best_kernels()
 
-# How often a waiting caller takes the GIL to look for Ctrl-C while the pool works.
+# How often the calling thread, which works with the pool, takes the GIL to look for Ctrl-C.
 DEF WAIT_SLICE_MS = 20
 
 
@@ -119,13 +119,13 @@ cdef int _run(csm_call *call) except -1:
     else:
         while True:
             with nogil:
-                finished = csm_job_wait(job, WAIT_SLICE_MS)
+                finished = csm_job_help(job, WAIT_SLICE_MS)
             if finished:
                 break
             if check_signals() < 0:          # e.g. KeyboardInterrupt: stop at the next task boundary
                 csm_job_cancel(job)
                 with nogil:
-                    csm_job_wait(job, -1)
+                    csm_job_help(job, -1)
                 csm_plan_free(plan)
                 return -1
     if csm_plan_free(plan) != 0:

@@ -5,7 +5,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "threads.h"
@@ -45,6 +45,7 @@ static void advance(csm_job *job)
         job->next = job->done = 0;
         if (job->total > 0) {
             pthread_cond_broadcast(&pool.work);
+            pthread_cond_broadcast(&pool.finished);      /* a helping caller waits there: new tasks */
             return;
         }
     }
@@ -53,13 +54,20 @@ static void advance(csm_job *job)
     pthread_cond_broadcast(&pool.finished);
 }
 
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
 static void *worker_main(void *arg)
 {
     const int id = (int)(intptr_t)arg;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
         csm_job *job = pool.job;
-        if (job && id < job->threads && !job->cancelled && job->next < job->total) {
+        if (job && id < job->threads - 1 && !job->cancelled && job->next < job->total) {
             int phase = job->phase;
             csm_idx task = job->next++;
             pthread_mutex_unlock(&pool.lock);
@@ -82,7 +90,7 @@ int csm_job_start(csm_job *job)
         pthread_mutex_unlock(&pool.lock);
         return -1;
     }
-    int wanted = job->threads < MAX_WORKERS ? job->threads : MAX_WORKERS;
+    int wanted = job->threads - 1 < MAX_WORKERS ? job->threads - 1 : MAX_WORKERS;   /* the caller is one */
     while (pool.n_workers < wanted) {
         pthread_t thread;
         pthread_attr_t attr;
@@ -93,11 +101,7 @@ int csm_job_start(csm_job *job)
         if (rc != 0) break;
         pool.n_workers++;
     }
-    if (pool.n_workers == 0) {
-        pthread_mutex_unlock(&pool.lock);
-        return -1;
-    }
-    if (job->threads > pool.n_workers) job->threads = pool.n_workers;
+    if (job->threads - 1 > pool.n_workers) job->threads = pool.n_workers + 1;
     job->phase = job->cancelled = job->finished = 0;
     job->total = job->n_tasks(job, 0);
     job->next = job->done = 0;
@@ -111,20 +115,35 @@ int csm_job_start(csm_job *job)
     return 0;
 }
 
-int csm_job_wait(csm_job *job, int timeout_ms)
+int csm_job_help(csm_job *job, int budget_ms)
 {
+    const double deadline = budget_ms < 0 ? 1e300 : now_ms() + budget_ms;
     pthread_mutex_lock(&pool.lock);
-    if (timeout_ms < 0) {
-        while (!job->finished) pthread_cond_wait(&pool.finished, &pool.lock);
-    } else {
-        struct timeval now;
-        gettimeofday(&now, NULL);
-        struct timespec deadline;
-        long usec = now.tv_usec + (long)timeout_ms * 1000;
-        deadline.tv_sec = now.tv_sec + usec / 1000000;
-        deadline.tv_nsec = (usec % 1000000) * 1000;
-        while (!job->finished)
-            if (pthread_cond_timedwait(&pool.finished, &pool.lock, &deadline) == ETIMEDOUT) break;
+    while (!job->finished) {
+        if (!job->cancelled && job->next < job->total) {
+            int phase = job->phase;
+            csm_idx task = job->next++;
+            pthread_mutex_unlock(&pool.lock);
+            job->run(job, phase, task);
+            pthread_mutex_lock(&pool.lock);
+            job->done++;
+            if (job->done == job->total || (job->cancelled && job->done == job->next)) advance(job);
+            if (now_ms() > deadline) break;
+        } else {
+            /* the workers hold the last tasks of this phase: wait for the phase or the job to end */
+            if (budget_ms < 0) {
+                pthread_cond_wait(&pool.finished, &pool.lock);
+            } else {
+                double left = deadline - now_ms();
+                if (left <= 0) break;
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                long nsec = until.tv_nsec + (long)(left * 1e6);
+                until.tv_sec += nsec / 1000000000L;
+                until.tv_nsec = nsec % 1000000000L;
+                if (pthread_cond_timedwait(&pool.finished, &pool.lock, &until) == ETIMEDOUT) break;
+            }
+        }
     }
     int finished = job->finished;
     pthread_mutex_unlock(&pool.lock);

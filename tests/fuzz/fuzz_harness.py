@@ -1,0 +1,632 @@
+"""The fuzzing harness for csoftmax: builds hostile inputs from a stream of decisions and checks every invariant.
+
+One decoder, two engines:
+
+* ``build_case(draw)`` turns a sequence of decisions into a *case*: dtype (float16/32/64, native or byte-swapped),
+  shape (0-5 dims, small, sometimes one long axis), byte strides (compact in any axis order, sliced, negative,
+  zero, overlapping, misaligned), byte offset into a base buffer, values (Gaussian at many scales, ties, specials:
+  subnormals, +-inf, NaN payloads, +-max, -0.0, values around the kernels' internal limits), dim (in and out of
+  range, as int / NumPy int / __index__ object / axis=), dtype= (none, same, widening), the kernel set, and whether
+  the input is read-only, a NumPy scalar or a list.
+* ``BytesDraw`` reads the decisions from raw bytes (atheris/libFuzzer); ``HypothesisDraw`` from hypothesis's
+  ``data.draw`` (shrinkable). Both drive the same ``build_case``.
+
+A case is plain data (the base buffer's bytes, dtype string, shape, strides, offset, ...), independent of the
+decoder, so failures are saved as regression files (``save_case``: .npz with a JSON header) that stay meaningful
+when the decoder changes. ``check_case(case)`` runs csoftmax and raises ``FuzzFailure`` (an AssertionError) with a
+``kind`` tag when anything is wrong:
+
+* the call: no exception except AxisError exactly for an out-of-range dim; no warning of any kind;
+* the result: an exact ndarray, the input's shape, the expected native dtype, not sharing memory with the input,
+  C order for C input and F order for F input;
+* values: NaN exactly where the long-double reference (csoftmax._reference.softmax_reference) is NaN, elsewhere
+  within the per-dtype ulp bound of it (float16: 1, float32/float64: 64); everything in [0, 1], no -0.0; every
+  non-NaN row sums to 1 within a bound growing with its length;
+* layout independence (documented: "bit-identical whatever the memory layout"): the same bits as the call on a
+  C-contiguous native copy of the input;
+* the input: its whole base buffer (bytes), dtype, shape, strides, flags and data pointer unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    AxisError = np.AxisError
+
+import csoftmax
+from csoftmax._reference import softmax_reference
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS_DIR = os.environ.get("CSOFTMAX_FUZZ_CORPUS") or os.path.join(HERE, "corpus")
+
+MAX_ELEMENTS = 6000            # per case: keeps a case well under a millisecond of reference work
+ULP_BOUND = {"f2": 1.0, "f4": 64.0, "f8": 64.0}
+WIDENING = {"f2": ("f4", "f8"), "f4": ("f8",), "f8": ()}
+
+
+class FuzzFailure(AssertionError):
+    """A broken invariant; ``kind`` groups failures with the same cause (used to de-duplicate saved cases)."""
+
+    def __init__(self, kind, message):
+        super().__init__(f"[{kind}] {message}")
+        self.kind = kind
+
+
+# ------------------------------------------------------------------------------------------------ decisions
+
+
+class BytesDraw:
+    """Decisions read from a byte string (libFuzzer's input). Past the end every decision is its smallest choice,
+    so every byte string is a valid case and short inputs give simple cases."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def _take(self, n):
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return int.from_bytes(chunk.ljust(n, b"\0"), "little")
+
+    def int(self, lo, hi):
+        span = hi - lo + 1
+        if span <= 1:
+            return lo
+        n = (span.bit_length() + 7) // 8
+        return lo + self._take(n) % span
+
+    def choice(self, seq):
+        return seq[self.int(0, len(seq) - 1)]
+
+    def bool(self, p=0.5):
+        return self._take(1) < int(p * 256)
+
+
+class HypothesisDraw:
+    """Decisions drawn from hypothesis's ``st.data()`` (shrinks towards the first choice / smallest integer)."""
+
+    def __init__(self, data):
+        from hypothesis import strategies as st
+
+        self._data = data
+        self._st = st
+
+    def int(self, lo, hi):
+        return self._data.draw(self._st.integers(lo, hi))
+
+    def choice(self, seq):
+        return seq[self.int(0, len(seq) - 1)]
+
+    def bool(self, p=0.5):
+        # 0 shrinks to "no": rare features (specials, odd layouts) disappear when a failure is minimised
+        return self.int(0, 255) >= 256 - int(p * 256)
+
+
+# ------------------------------------------------------------------------------------------------ values
+
+
+def special_values(code):
+    """Edge values of float type `code` ('f2', 'f4', 'f8') as an array of that type (NaN payloads included)."""
+    dt = np.dtype(code)
+    fi = np.finfo(dt)
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dt.itemsize]
+    nan_bits = {
+        "f2": [0x7E00, 0x7E01, 0x7C01, 0xFE00, 0x7FFF, 0xFC01],
+        "f4": [0x7FC00000, 0x7FC00001, 0x7F800001, 0xFFC00000, 0x7FFFFFFF, 0xFF800001],
+        "f8": [0x7FF8000000000000, 0x7FF8000000000001, 0x7FF0000000000001, 0xFFF8000000000000,
+               0x7FFFFFFFFFFFFFFF, 0xFFF0000000000001],
+    }[code]
+    # exp limits of the type and of the kernels (CSM_NEAR_LIMIT = -64, float32 clamp -104, float64 clamp -746)
+    limits = {"f2": [11.09, -17.3, -16.6, -10.0], "f4": [88.72, -87.33, -103.97, -104.0, -64.0, -64.00001],
+              "f8": [709.78, -708.4, -745.13, -746.0, -64.0, -64.0000000001]}[code]
+    with np.errstate(all="ignore"):
+        vals = np.array(
+            [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, float(fi.smallest_subnormal), -float(fi.smallest_subnormal),
+             float(fi.tiny) - float(fi.smallest_subnormal), float(fi.tiny), -float(fi.tiny), float(fi.max),
+             -float(fi.max), float(fi.max) / 2, -float(fi.max) / 2, np.inf, -np.inf, float(fi.eps), 1 - float(fi.eps),
+             *limits],
+            dtype=np.float64,
+        ).astype(dt)
+    nans = np.array(nan_bits, dtype=uint).view(dt)
+    return np.concatenate([vals, nans])
+
+
+def make_values(draw, code, n):
+    """n values of type `code` (native), from a recipe of a few decisions and a seeded generator."""
+    dt = np.dtype(code)
+    rng = np.random.default_rng(draw.int(0, 2**32 - 1))
+    specials = special_values(code)
+    recipe = draw.choice(("normal", "normal", "normal", "ints", "equal", "specials", "sprinkle", "sprinkle",
+                          "spread", "far-boundary"))
+    big = {"f2": 1e4, "f4": 1e30, "f8": 1e300}[code]
+    scale = draw.choice((1.0, 1e-3, 0.1, 3.0, 30.0, 300.0, 1e4, big))
+    with np.errstate(all="ignore"):
+        if recipe == "normal":
+            v = rng.standard_normal(n) * scale
+        elif recipe == "ints":
+            v = rng.integers(-3, 4, n).astype(np.float64)
+        elif recipe == "equal":
+            v = np.full(n, specials[draw.int(0, len(specials) - 1)] if draw.bool(0.5) else rng.standard_normal())
+        elif recipe == "specials":
+            return specials[rng.integers(0, len(specials), n)].astype(dt)
+        elif recipe == "spread":
+            # exponentials from 1 down to underflow: the kernels' far (subnormal-correct) branch
+            low = {"f2": -20.0, "f4": -120.0, "f8": -800.0}[code]
+            v = rng.uniform(low, 0.0, n)
+        else:  # "far-boundary": x - max just above and below the near/far split and the clamps
+            base = rng.choice([-64.0, -104.0, -746.0, -17.0], n)
+            v = base + rng.standard_normal(n) * draw.choice((1e-6, 1e-3, 1.0))
+            v[rng.integers(0, n)] = 0.0
+        v = v.astype(dt)
+        if recipe == "sprinkle" and n:
+            k = draw.int(1, 3)
+            v[rng.integers(0, n, k)] = specials[rng.integers(0, len(specials), k)]
+    return v
+
+
+# ------------------------------------------------------------------------------------------------ layouts
+
+
+def _extent(shape, strides, itemsize):
+    """(lowest, highest + itemsize) byte offsets touched by a view; (0, 0) when it is empty."""
+    if any(s == 0 for s in shape):
+        return 0, 0
+    lo = sum(min(0, (n - 1) * st) for n, st in zip(shape, strides))
+    hi = sum(max(0, (n - 1) * st) for n, st in zip(shape, strides))
+    return lo, hi + itemsize
+
+
+def _draw_shape(draw):
+    ndim = draw.choice((0, 1, 1, 2, 2, 2, 3, 3, 4, 5))
+    shape = [draw.choice((1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 0)) if draw.bool(0.85) else draw.int(0, 40)
+             for _ in range(ndim)]
+    if ndim and draw.bool(0.25):          # one long axis: past the vector widths, unrolls and short-row limits
+        shape[draw.int(0, ndim - 1)] = draw.choice((31, 32, 33, 63, 64, 65, 100, 127, 129, 255, 513, 1025, 4097))
+    while math.prod(shape) > MAX_ELEMENTS:
+        i = int(np.argmax(shape))
+        shape[i] = max(1, shape[i] // 2)
+    return tuple(shape)
+
+
+def _draw_strides(draw, shape, itemsize):
+    """Byte strides for `shape`, and a byte misalignment to add to the offset."""
+    ndim = len(shape)
+    mode = draw.choice(("compact", "compact", "sliced", "sliced", "wild", "broadcast"))
+    if mode == "wild":
+        strides = []
+        for _ in range(ndim):
+            kind = draw.choice(("item", "item", "zero", "small", "odd", "big"))
+            if kind == "item":
+                s = itemsize * draw.int(1, 4)
+            elif kind == "zero":
+                s = 0
+            elif kind == "small":                      # overlapping elements
+                s = draw.int(1, max(1, itemsize - 1))
+            elif kind == "odd":                        # misaligned stride
+                s = itemsize * draw.int(1, 3) + draw.int(1, max(1, itemsize - 1))
+            else:
+                s = itemsize * draw.int(5, 300)
+            strides.append(-s if draw.bool(0.3) else s)
+        misalign = draw.int(0, itemsize - 1) if draw.bool(0.3) else 0
+        return tuple(strides), misalign
+    order = list(range(ndim))
+    if draw.bool(0.5):                                 # memory order: C, F or any permutation
+        kind = draw.choice(("F", "perm"))
+        order = order[::-1] if kind == "F" else [order[i] for i in np.random.default_rng(draw.int(0, 999)).permutation(ndim)]
+    steps = [1] * ndim
+    if mode == "sliced":
+        steps = [draw.choice((1, 1, 2, 3, -1, -2)) for _ in range(ndim)]
+    strides = [0] * ndim
+    acc = itemsize * (draw.choice((1, 1, 2)) if mode == "sliced" else 1)
+    for ax in reversed(order):                         # innermost last in `order`
+        strides[ax] = acc * steps[ax]
+        acc *= max(1, shape[ax] * abs(steps[ax]))
+    if mode == "broadcast":
+        for ax in range(ndim):
+            if draw.bool(0.5):
+                strides[ax] = 0
+    misalign = draw.int(1, itemsize - 1) if draw.bool(0.2) else 0
+    return tuple(strides), misalign
+
+
+def build_case(draw):
+    """A case (a dict of plain data) from a source of decisions."""
+    code = draw.choice(("f2", "f4", "f8"))
+    swapped = draw.bool(0.25)
+    dt = np.dtype(code).newbyteorder(">" if swapped == (np.little_endian) else "<")
+    itemsize = dt.itemsize
+    shape = _draw_shape(draw)
+    strides, misalign = _draw_strides(draw, shape, itemsize)
+    lo, hi = _extent(shape, strides, itemsize)
+    pad_before = draw.int(0, 8) if draw.bool(0.3) else 0
+    pad_after = draw.int(0, 8) if draw.bool(0.3) else 0
+    offset = -lo + misalign + pad_before
+    nbytes = offset + hi + pad_after
+    rng = np.random.default_rng(draw.int(0, 2**32 - 1))
+    buffer = np.frombuffer(bytearray(rng.bytes(nbytes)), dtype=np.uint8)   # gaps hold garbage
+    view = np.ndarray(shape, dt, buffer=buffer, offset=offset, strides=strides)
+    values = make_values(draw, code, view.size)
+    with np.errstate(all="ignore"):
+        view[...] = values.reshape(shape)              # through the view: overlapping elements keep the last write
+    ndim = len(shape)
+    if draw.bool(0.06):                                # out of range
+        dim = draw.choice((ndim, ndim + 1, -ndim - 1, 2**31, -2**31 - 1, 2**63))
+        if ndim == 0:
+            dim = draw.choice((1, -2, 2**31))
+    else:
+        dim = draw.int(-ndim, ndim - 1) if ndim else draw.choice((0, -1))
+    dtype_arg = None
+    if draw.bool(0.2):
+        dtype_arg = draw.choice((code,) + WIDENING[code])
+    names = _kernel_sets()
+    return {
+        "dtype": dt.str,
+        "shape": list(shape),
+        "strides": list(strides),
+        "offset": int(offset),
+        "buffer": buffer.tobytes(),
+        "readonly": bool(draw.bool(0.25)),
+        "dim": int(dim),
+        "dim_kind": draw.choice(("int", "int", "int", "np.int64", "index", "axis")),
+        "dtype_arg": dtype_arg,
+        "input_kind": draw.choice(("array",) * 12 + ("scalar", "list")),
+        "kernels": draw.choice(names) if names and draw.bool(0.5) else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _kernel_sets():
+    core = getattr(csoftmax, "_core", None)
+    try:
+        return list(core.available_kernels())
+    except Exception:
+        return []
+
+
+@contextlib.contextmanager
+def kernel_set(name):
+    """Makes kernel set `name` active (None: leave the current one) and restores the previous one."""
+    core = getattr(csoftmax, "_core", None)
+    if name is None or core is None or name not in _kernel_sets():
+        yield
+        return
+    before = core.active_kernels()
+    core.use_kernels(name)
+    try:
+        yield
+    finally:
+        core.use_kernels(before)
+
+
+class _Index:
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+def materialize(case):
+    """The input array of a case (a fresh, writable-then-flagged view of a fresh copy of its buffer)."""
+    buffer = np.frombuffer(bytearray(case["buffer"]), dtype=np.uint8)
+    x = np.ndarray(tuple(case["shape"]), np.dtype(case["dtype"]), buffer=buffer, offset=case["offset"],
+                   strides=tuple(case["strides"]))
+    if case["readonly"]:
+        x.flags.writeable = False
+    return x
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def snapshot(x):
+    root = _root(x)
+    f = x.flags
+    return (root.tobytes(), x.dtype.str, x.shape, x.strides, f.writeable, f.aligned, f.c_contiguous,
+            f.f_contiguous, x.__array_interface__["data"][0])
+
+
+def call_softmax(case, x):
+    """Calls csoftmax.softmax the way the case says; returns (argument passed, result)."""
+    kind = case["input_kind"]
+    arg = x
+    if kind == "scalar" and x.ndim == 0:
+        arg = x[()]                                    # a NumPy scalar of the (possibly byte-swapped) dtype
+    elif kind == "list":
+        arg = x.tolist()
+    dim = case["dim"]
+    dtype = case["dtype_arg"]
+    dk = case["dim_kind"]
+    if dk == "axis":
+        return arg, csoftmax.softmax(arg, axis=dim, dtype=dtype)
+    if dk == "np.int64" and -2**63 <= dim < 2**63:
+        dim = np.int64(dim)
+    elif dk == "index":
+        dim = _Index(dim)
+    if dtype is None and dk == "int":
+        return arg, csoftmax.softmax(arg, dim)         # the fast path's exact signature
+    return arg, csoftmax.softmax(arg, dim, dtype)
+
+
+def describe(case):
+    c = dict(case)
+    c["buffer"] = f"<{len(case['buffer'])} bytes>"
+    return json.dumps(c)
+
+
+def _ulp_errors(got, ref_wide, out_dtype):
+    with np.errstate(all="ignore"):
+        rounded = ref_wide.astype(out_dtype)
+        spacing = np.abs(np.spacing(rounded)).astype(np.longdouble)
+        return np.abs(got.astype(np.longdouble) - ref_wide) / spacing
+
+
+def check_case(case):
+    """Runs the case; raises FuzzFailure if any invariant breaks."""
+    x = materialize(case)
+    before = snapshot(x)
+    ndim = x.ndim
+    dim = case["dim"]
+    in_range = (-1 <= dim <= 0) if ndim == 0 else (-ndim <= dim < ndim)
+    with kernel_set(case["kernels"]), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            arg, y = call_softmax(case, x)
+        except AxisError as e:
+            if in_range:
+                raise FuzzFailure("axis-error-in-range", f"AxisError for dim {dim} of a {ndim}-d input: {e}")
+            if not (isinstance(e, IndexError) and isinstance(e, ValueError)):
+                raise FuzzFailure("axis-error-type", f"AxisError is not an IndexError and a ValueError: {e!r}")
+            y = None
+        except Warning as w:
+            raise FuzzFailure("warning", f"{type(w).__name__}: {w}")
+        except Exception as e:
+            raise FuzzFailure(f"exception-{type(e).__name__}", f"{type(e).__name__}: {e}")
+        if y is not None and not in_range:
+            raise FuzzFailure("no-axis-error", f"dim {dim} of a {ndim}-d input gave a result, not AxisError")
+        if snapshot(x) != before:
+            raise FuzzFailure("input-modified", "the input's buffer, dtype, strides or flags changed")
+        if y is None:
+            return
+        _check_result(case, x, y)
+        _check_layout_independence(case, x, y)
+        if snapshot(x) != before:
+            raise FuzzFailure("input-modified", "the input's buffer, dtype, strides or flags changed")
+
+
+def _check_result(case, x, y):
+    if case["dtype_arg"] is not None:
+        code = np.dtype(case["dtype_arg"]).str[1:]
+    elif case["input_kind"] == "list":
+        code = "f8"                                    # np.asarray of a list of Python floats
+    else:
+        code = np.dtype(case["dtype"]).str[1:]
+    out_dtype = np.dtype(code)                         # native
+    if type(y) is not np.ndarray:
+        raise FuzzFailure("result-type", f"result is {type(y).__name__}, not numpy.ndarray")
+    if y.shape != x.shape:
+        raise FuzzFailure("shape", f"result shape {y.shape}, input shape {x.shape}")
+    if y.dtype != out_dtype or not y.dtype.isnative:
+        raise FuzzFailure("dtype", f"result dtype {y.dtype.str}, expected {out_dtype.str}")
+    if y.size and np.may_share_memory(y, _root(x)):
+        raise FuzzFailure("aliasing", "the result shares memory with the input")
+    if case["input_kind"] == "array" and x.ndim >= 2 and x.size > 1:
+        if x.flags.c_contiguous and not x.flags.f_contiguous and not y.flags.c_contiguous:
+            raise FuzzFailure("order", f"C-contiguous input gave strides {y.strides}")
+        if x.flags.f_contiguous and not x.flags.c_contiguous and not y.flags.f_contiguous:
+            raise FuzzFailure("order", f"F-contiguous input gave strides {y.strides}")
+    if y.size == 0:
+        return
+    axis = case["dim"] % max(x.ndim, 1)
+    src = np.asarray(x, dtype=np.float64) if case["input_kind"] == "list" else x
+    ref = softmax_reference(src, axis, out_dtype=np.longdouble, work_dtype=np.longdouble)
+    nan_y, nan_r = np.isnan(y), np.isnan(ref)
+    if not np.array_equal(nan_y, nan_r):
+        where = np.argwhere(nan_y != nan_r)[:3].tolist()
+        raise FuzzFailure("nan-pattern", f"NaN pattern differs from the reference at {where}")
+    ok = ~nan_r
+    if ok.any():
+        err = _ulp_errors(y[ok], ref[ok], out_dtype)
+        worst = float(err.max())
+        if not worst <= ULP_BOUND[code]:
+            i = int(np.argmax(err))
+            raise FuzzFailure(f"ulp-{code}", f"{worst:.3g} ulp from the reference (bound {ULP_BOUND[code]}): got "
+                                            f"{y[ok][i]!r}, reference {ref[ok][i]!r}")
+        vals = y[ok]
+        if not np.all((vals >= 0) & (vals <= 1)):
+            raise FuzzFailure("range", f"values outside [0, 1]: {vals[(vals < 0) | (vals > 1)][:3]!r}")
+        if np.any(np.signbit(vals)):
+            raise FuzzFailure("negative-zero", "a result is -0.0")
+    if y.ndim:
+        n = y.shape[axis]
+        fi = np.finfo(out_dtype)
+        bound = 1.5 * (ULP_BOUND[code] * float(fi.eps) + n * float(fi.smallest_subnormal)) + n * 2.0**-40
+        with np.errstate(all="ignore"):
+            sums = np.sum(y.astype(np.longdouble), axis=axis)
+        rows_ok = ~np.any(nan_y, axis=axis)
+        dev = np.abs(sums[rows_ok] - 1)
+        if dev.size and not float(dev.max()) <= bound:
+            raise FuzzFailure("row-sum", f"a row sums to 1 +- {float(dev.max()):.3g} (bound {bound:.3g}, n={n})")
+
+
+def _check_layout_independence(case, x, y):
+    if case["input_kind"] == "list":
+        return
+    compact = np.ascontiguousarray(x).astype(x.dtype.newbyteorder("="), copy=True)
+    if compact.shape != x.shape:                       # ascontiguousarray never changes ndim in NumPy 2, but 1.x...
+        compact = compact.reshape(x.shape)
+    dim = case["dim"]
+    y2 = csoftmax.softmax(compact, dim, case["dtype_arg"])
+    a = np.ascontiguousarray(y).view(np.uint8)
+    b = np.ascontiguousarray(y2).view(np.uint8)
+    if a.tobytes() != b.tobytes():
+        diff = np.argwhere(np.ascontiguousarray(y) != np.ascontiguousarray(y2))[:3].tolist() if y.ndim else "0-d"
+        raise FuzzFailure("layout-bits", f"not bit-identical to the result for a C-contiguous native copy "
+                                         f"(first differences at {diff})")
+
+
+# ------------------------------------------------------------------------------------------------ corpus
+
+
+def save_case(case, kind, directory=None):
+    """Saves a case as <kind>-<hash>.npz (buffer as uint8, everything else as a JSON header); returns the path."""
+    directory = directory or CORPUS_DIR
+    os.makedirs(directory, exist_ok=True)
+    meta = {k: v for k, v in case.items() if k != "buffer"}
+    meta["kind"] = kind
+    header = json.dumps(meta, sort_keys=True)
+    digest = hashlib.sha1(header.encode() + case["buffer"]).hexdigest()[:12]
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in kind)[:40]
+    path = os.path.join(directory, f"{safe}-{digest}.npz")
+    bio = io.BytesIO()
+    np.savez(bio, buffer=np.frombuffer(case["buffer"], dtype=np.uint8), meta=np.array(header))
+    with open(path, "wb") as f:
+        f.write(bio.getvalue())
+    return path
+
+
+def load_case(path):
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        meta["buffer"] = z["buffer"].tobytes()
+    meta.pop("kind", None)
+    meta.setdefault("input_kind", "array")
+    meta.setdefault("kernels", None)
+    meta.setdefault("dtype_arg", None)
+    meta.setdefault("dim_kind", "int")
+    meta.setdefault("readonly", False)
+    if meta["kernels"] is not None and meta["kernels"] not in _kernel_sets():
+        meta["kernels"] = None                         # saved on a CPU with other kernel sets: use the active one
+    return meta
+
+
+def corpus_files(directory=None):
+    directory = directory or CORPUS_DIR
+    if not os.path.isdir(directory):
+        return []
+    return sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".npz"))
+
+
+# ------------------------------------------------------------------------------------------------ engines
+
+
+def hypothesis_engine(seconds, on_failure, seed=0, batch=300, max_failures=5, before_call=None):
+    """Runs hypothesis-driven cases for about `seconds`; calls on_failure(case, error) for each distinct failure
+    kind (after hypothesis has shrunk it). Returns (cases run, failures)."""
+    import time
+
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis import strategies as st
+
+    deadline = time.monotonic() + seconds
+    count = 0
+    failures = []
+    seen = set()
+    last = {}
+
+    def one(data):
+        nonlocal count
+        case = build_case(HypothesisDraw(data))
+        count += 1
+        if before_call:
+            before_call(case)
+        try:
+            check_case(case)
+        except FuzzFailure as e:
+            last["case"], last["error"] = case, e
+            raise
+
+    round_ = 0
+    while time.monotonic() < deadline and len(failures) < max_failures:
+        round_ += 1
+        test = settings(max_examples=batch, deadline=None, database=None, derandomize=False,
+                        suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink),
+                        print_blob=False)(given(st.data())(one))
+        test = hseed(seed * 1000003 + round_)(test)
+        try:
+            test()
+        except FuzzFailure:
+            case, err = last["case"], last["error"]   # the shrunk example is the last one run
+            key = err.kind
+            if key not in seen:
+                seen.add(key)
+                failures.append((case, err))
+                on_failure(case, err)
+    return count, failures
+
+
+def bytes_engine(seconds, on_failure, seed=0, max_failures=5, before_call=None):
+    """Random byte strings through BytesDraw (no coverage guidance): the engine for environments without
+    atheris or hypothesis. Returns (cases run, failures)."""
+    import time
+
+    rng = np.random.default_rng(seed)
+    deadline = time.monotonic() + seconds
+    count, failures, seen = 0, [], set()
+    while time.monotonic() < deadline and len(failures) < max_failures:
+        case = build_case(BytesDraw(rng.bytes(int(rng.integers(0, 200)))))
+        count += 1
+        if before_call:
+            before_call(case)
+        try:
+            check_case(case)
+        except FuzzFailure as e:
+            if e.kind not in seen:
+                seen.add(e.kind)
+                failures.append((case, e))
+                on_failure(case, e)
+    return count, failures
+
+
+def shrink_case(case):
+    """Greedy minimisation of a failing case without a decoder (for atheris finds): drop axes of length > 1 by
+    halving them while the failure kind stays the same. Returns the smallest failing case found."""
+    try:
+        check_case(case)
+        return case
+    except FuzzFailure as e:
+        kind = e.kind
+    best = case
+    improved = True
+    while improved:
+        improved = False
+        for ax, n in enumerate(best["shape"]):
+            if n <= 1:
+                continue
+            for new in (1, n // 2, n - 1):
+                trial = dict(best)
+                shape = list(best["shape"])
+                shape[ax] = new
+                trial["shape"] = shape
+                try:
+                    check_case(trial)
+                except FuzzFailure as e:
+                    if e.kind == kind:
+                        best = trial
+                        improved = True
+                        break
+                except Exception:
+                    continue
+            if improved:
+                break
+    return best
+
+
+__all__ = ["BytesDraw", "HypothesisDraw", "FuzzFailure", "build_case", "check_case", "materialize", "save_case",
+           "load_case", "corpus_files", "hypothesis_engine", "bytes_engine", "shrink_case", "describe", "CORPUS_DIR"]
