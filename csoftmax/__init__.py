@@ -30,8 +30,11 @@ def _defer_to_installed_copy():
 if _defer_to_installed_copy():
     pass  # sys.modules["csoftmax"] is now the installed package; this module object is discarded
 else:
-    from ._api import Softmax, softmax
+    from ._api import (LogSoftmax, Softmax, Softmax2d, Softmin, log_softmax, log_softmax_backward, softmax,
+                       softmax_backward, softmin)
     from ._config import get_num_threads, set_num_threads, show_config
     from ._version import __version__
 
-    __all__ = ["softmax", "Softmax", "show_config", "set_num_threads", "get_num_threads", "__version__"]
+    __all__ = ["softmax", "log_softmax", "softmin", "softmax_backward", "log_softmax_backward", "Softmax",
+               "LogSoftmax", "Softmin", "Softmax2d", "show_config", "set_num_threads", "get_num_threads",
+               "__version__"]

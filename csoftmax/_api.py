@@ -19,7 +19,8 @@ try:  # NumPy >= 1.25
 except ImportError:  # pragma: no cover - NumPy 1.23/1.24
     AxisError = np.AxisError
 
-__all__ = ["softmax", "Softmax"]
+__all__ = ["softmax", "log_softmax", "softmin", "softmax_backward", "log_softmax_backward",
+           "Softmax", "LogSoftmax", "Softmin", "Softmax2d"]
 
 _FLOAT_TYPES = (np.float16, np.float32, np.float64)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -86,49 +87,187 @@ def _result_dtype(name: str, x: np.ndarray, dtype: Any) -> np.dtype:
     )
 
 
+def _normalize_dims(name: str, dim: Any, ndim: int) -> tuple:
+    """dim as a tuple of distinct non-negative axes: an int (torch's rules, None included) or a tuple/list of ints
+    normalised jointly (SciPy's and JAX's axis=tuple)."""
+    if not isinstance(dim, (tuple, list)):
+        return (_normalize_dim(name, dim, ndim),)
+    if len(dim) == 0:
+        raise AxisError(f"{name}(): dim=() names no dimension; pass an int or a non-empty tuple of ints")
+    axes = tuple(_normalize_dim(name, d, ndim) if d is not None else _no_none(name) for d in dim)
+    if len(set(axes)) != len(axes):
+        raise AxisError(f"{name}(): dim {tuple(dim)} repeats a dimension; each may appear once")
+    return axes
+
+
+def _no_none(name: str):
+    raise TypeError(f"{name}(): a tuple dim must hold integers, not None")
+
+
 def _prepare(name: str, input: Any, dim: Any, dtype: Any, axis: Any):
-    """Common argument handling: returns (x ready for the kernel, normalised dim, result dtype)."""
+    """Common argument handling: returns (x ready for the kernel, normalised axes, result dtype)."""
     if axis is not None:
         if dim is not None:
             raise TypeError(f"{name}(): got both dim and its alias axis; pass only one")
         dim = axis
     x = input if type(input) is np.ndarray else np.asarray(input)
     out_dtype = _result_dtype(name, x, dtype)
-    dim = _normalize_dim(name, dim, x.ndim)
+    axes = _normalize_dims(name, dim, x.ndim)
     # Integers and bools are converted before any arithmetic, so uint8 cannot wrap around. A narrowing dtype=
     # rounds the input first, as torch's cast-then-compute does (values beyond the new range become inf, and their
     # rows NaN, without NumPy's overflow warning); widening needs no copy: the kernel converts block by block.
     if x.dtype.type not in _FLOAT_TYPES or out_dtype.itemsize < x.dtype.itemsize:
         with np.errstate(over="ignore", invalid="ignore"):
             x = x.astype(out_dtype)
-    return x, dim, out_dtype
+    return x, axes, out_dtype
 
 
-def softmax_general(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None) -> np.ndarray:
-    """csoftmax.softmax for every call its fast path (in _core.pyx, which has the docstring) does not take."""
-    x, dim, out_dtype = _prepare("softmax", input, dim, dtype, axis)
+def _check_out(name: str, out: Any, shape: tuple, dtype: np.dtype) -> None:
+    """out= must be a writeable ndarray of exactly the result's shape and dtype: checked before anything runs."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}(): out must be a numpy.ndarray, not {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{name}(): out has shape {out.shape}, the result has shape {shape}")
+    if out.dtype.newbyteorder("=") != dtype:
+        raise TypeError(f"{name}(): out has dtype {out.dtype}, the result is {dtype}; pass an out of {dtype} "
+                        f"(or dtype= to choose the result's dtype)")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}(): out is read-only")
+
+
+def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
+    mask = np.asarray(where)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{name}(): where must be a boolean mask, not {mask.dtype}")
+    try:
+        return np.broadcast_to(mask, shape)
+    except ValueError:
+        raise ValueError(f"{name}(): where of shape {mask.shape} does not broadcast to the input's {shape}") from None
+
+
+def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: bool) -> np.ndarray:
+    """The kernel on a prepared input: a new array of out_dtype."""
+    if len(axes) > 1:
+        # normalise jointly: the axes moved last (a view) and merged (a copy only when their strides don't chain)
+        k = len(axes)
+        moved = np.moveaxis(x, axes, range(-k, 0))
+        merged = moved.reshape(moved.shape[:-k] + (-1,))
+        result = _compute(merged, (merged.ndim - 1,), out_dtype, op, negate)
+        return np.moveaxis(result.reshape(moved.shape), range(-k, 0), axes)
     out = np.empty_like(x, dtype=out_dtype)
     if out.size == 0:
         return out
     if x.ndim == 0:
-        _core.softmax_into(x.reshape(1), out.reshape(1), 0)
+        _core.softmax_into(x.reshape(1), out.reshape(1), 0, op, negate)
     else:
-        _core.softmax_into(x, out, dim)
+        _core.softmax_into(x, out, axes[0], op, negate)
     return out
+
+
+def _family(name: str, op: int, negate: bool, input: Any, dim: Any, dtype: Any, axis: Any, out: Any,
+            where: Any) -> np.ndarray:
+    x, axes, out_dtype = _prepare(name, input, dim, dtype, axis)
+    if out is not None:
+        _check_out(name, out, x.shape, out_dtype)
+    if where is not None:
+        mask = _mask(name, where, x.shape)
+        # masked-out entries take no part: they become -inf (+inf for softmin, which negates), and get 0 (-inf for
+        # log_softmax) in the result, so a fully masked row is all 0 / -inf rather than NaN, as in JAX
+        hidden = np.inf if negate else -np.inf
+        x = np.where(mask, x, np.array(hidden, dtype=x.dtype))
+        result = _compute(x, axes, out_dtype, op, negate)
+        result = np.where(mask, result, np.array(-np.inf if op == _core.OP_LOG_SOFTMAX else 0.0, out_dtype))
+    elif (out is not None and len(axes) == 1 and x.ndim > 0 and out.size > 0 and out.dtype.isnative
+          and out.flags.aligned and not np.may_share_memory(out, x)):
+        _core.softmax_into(x, out, axes[0], op, negate)          # straight into the caller's array
+        return out
+    else:
+        result = _compute(x, axes, out_dtype, op, negate)
+    if out is None:
+        return result
+    np.copyto(out, result)                                       # in place, overlapping, or unusual out
+    return out
+
+
+def softmax_general(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+                    where: Any = None) -> np.ndarray:
+    """csoftmax.softmax for every call its fast path (in _csoftmax.pyx, which has the docstring) does not take."""
+    return _family("softmax", _core.OP_SOFTMAX, False, input, dim, dtype, axis, out, where)
 
 
 _core.set_general_path(softmax_general)
 softmax = _core.softmax
 
 
-class Softmax:
-    """Applies softmax along ``dim``, as ``torch.nn.Softmax``: ``Softmax(dim=1)(x)``.
+def log_softmax(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+                where: Any = None) -> np.ndarray:
+    """log(softmax(x)) along ``dim``, computed as ``x - max - log(sum(exp(x - max)))``, as
+    ``torch.nn.functional.log_softmax``; arguments and result rules as :func:`softmax`.
 
-    The attribute ``dim`` may be changed after construction; instances pickle, and unpickling a state without
-    ``dim`` (an old torch module's) gives ``dim=None``.
+    The largest entry keeps its accuracy when the others are small: log(sum) is evaluated as
+    ``log1p((count of maxima - 1) + exp(m2 - max) * sum(exp(x - m2)))`` with m2 the largest entry below the
+    maximum, so ``log_softmax([0., -30.])[0]`` is ``-log1p(exp(-30)) = -9.357622968839737e-14`` (torch and SciPy:
+    about 1e-14 off). With ``where=``, masked-out entries give ``-inf`` (a fully masked row: all ``-inf``).
+
+    >>> import numpy as np, csoftmax
+    >>> csoftmax.log_softmax(np.array([0.0, -30.0]), dim=0)
+    array([-9.35762297e-14, -3.00000000e+01])
     """
+    return _family("log_softmax", _core.OP_LOG_SOFTMAX, False, input, dim, dtype, axis, out, where)
+
+
+def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+            where: Any = None) -> np.ndarray:
+    """softmax(-x) along ``dim``, as ``torch.nn.functional.softmin`` (the negation is exact and never
+    materialised); arguments and result rules as :func:`softmax`.
+
+    >>> import numpy as np, csoftmax
+    >>> csoftmax.softmin(np.array([1.0, 2.0, 3.0]), dim=0).round(4)
+    array([0.6652, 0.2447, 0.09  ])
+    """
+    return _family("softmin", _core.OP_SOFTMAX, True, input, dim, dtype, axis, out, where)
+
+
+def _backward_args(name: str, grad: Any, output: Any, dim: Any):
+    g = np.asarray(grad)
+    y = np.asarray(output)
+    if g.shape != y.shape:
+        raise ValueError(f"{name}(): grad has shape {g.shape}, output has shape {y.shape}; they must match")
+    if y.dtype.type not in _FLOAT_TYPES:
+        raise TypeError(f"{name}(): output must be float16, float32 or float64 (a softmax result), not {y.dtype}")
+    axes = _normalize_dims(name, dim, y.ndim)
+    # sums in float64 (float32 for float64-free pipelines would drift on long rows); result in output's dtype
+    return g, y, axes
+
+
+def softmax_backward(grad: Any, output: Any, dim: Any) -> np.ndarray:
+    """Gradient of softmax: ``output * (grad - sum(grad * output, dim))``, as torch's autograd gives for
+    ``y = softmax(x, dim)`` and upstream gradient ``grad``. Result in output's dtype."""
+    g, y, axes = _backward_args("softmax_backward", grad, output, dim)
+    gy = np.multiply(g, y, dtype=np.float64)
+    total = gy.sum(axis=axes, keepdims=True)
+    np.subtract(g, total, out=gy, casting="unsafe")             # the buffer reused: g - total, then times y
+    gy *= y
+    return gy.astype(y.dtype.newbyteorder("="), copy=False)
+
+
+def log_softmax_backward(grad: Any, output: Any, dim: Any) -> np.ndarray:
+    """Gradient of log_softmax: ``grad - exp(output) * sum(grad, dim)``, as torch's autograd gives for
+    ``y = log_softmax(x, dim)``. Result in output's dtype."""
+    g, y, axes = _backward_args("log_softmax_backward", grad, output, dim)
+    total = np.sum(g, axis=axes, keepdims=True, dtype=np.float64)
+    result = np.exp(y, dtype=np.float64)
+    result *= total
+    np.subtract(g, result, out=result, casting="unsafe")
+    return result.astype(y.dtype.newbyteorder("="), copy=False)
+
+
+class _DimModule:
+    """torch.nn-style module: attribute ``dim``, ``forward`` and calling apply the function, ``repr`` like torch's,
+    pickles (a state without ``dim`` unpickles as ``dim=None``)."""
 
     dim: Optional[int] = None   # also what an unpickled state without "dim" falls back to
+    _function = None
 
     def __init__(self, dim: Optional[int] = None) -> None:
         self.dim = dim
@@ -139,13 +278,47 @@ class Softmax:
             self.dim = None
 
     def forward(self, input: Any) -> np.ndarray:
-        """softmax(input, self.dim)."""
-        return softmax(input, self.dim)
+        return type(self)._function(input, self.dim)
 
-    __call__ = forward
+    def __call__(self, input: Any) -> np.ndarray:
+        return type(self)._function(input, self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Softmax(_DimModule):
+    """Applies softmax along ``dim``, as ``torch.nn.Softmax``: ``Softmax(dim=1)(x)``."""
+
+    _function = staticmethod(softmax)
+
+
+class LogSoftmax(_DimModule):
+    """Applies log_softmax along ``dim``, as ``torch.nn.LogSoftmax``."""
+
+    _function = staticmethod(log_softmax)
+
+
+class Softmin(_DimModule):
+    """Applies softmin along ``dim``, as ``torch.nn.Softmin``."""
+
+    _function = staticmethod(softmin)
+
+
+class Softmax2d:
+    """Softmax over the channel dimension (-3) of 3-D (C, H, W) or 4-D (N, C, H, W) input, as
+    ``torch.nn.Softmax2d``."""
+
+    def forward(self, input: Any) -> np.ndarray:
+        x = input if isinstance(input, np.ndarray) else np.asarray(input)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {x.ndim}D instead")
+        return softmax(x, -3)
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return "Softmax2d()"

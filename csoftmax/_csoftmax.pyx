@@ -28,6 +28,8 @@ cdef extern from "src/softmax.h" nogil:
         csm_type_kernels f32
         csm_type_kernels f64
     ctypedef struct csm_call:
+        int op
+        int negate
         int ndim
         const csm_idx *shape
         int axis
@@ -83,14 +85,21 @@ cdef int _dtype_code(cnp.ndarray a) except -1:
     raise TypeError(f"internal: the kernel has no code for {a.dtype}")
 
 
-def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis):
-    """Writes softmax(x) along axis into out (same shape, native byte order, aligned, not overlapping x)."""
-    _softmax_into(x, out, axis)
+OP_SOFTMAX = 0
+OP_LOG_SOFTMAX = 1
+
+
+def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False):
+    """Writes softmax(x) (op 0) or log_softmax(x) (op 1) of x, or of -x with negate, along axis into out (same
+    shape, native byte order, aligned, not overlapping x)."""
+    _softmax_into(x, out, axis, op, negate)
     return out
 
 
-cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis) except -1:
+cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False) except -1:
     cdef csm_call call
+    call.op = op
+    call.negate = negate
     call.ndim = cnp.PyArray_NDIM(x)
     call.shape = <const csm_idx *>cnp.PyArray_DIMS(x)
     call.axis = axis
@@ -159,7 +168,7 @@ def set_general_path(function):
     _general = function
 
 
-def softmax(input, dim=None, dtype=None, *, axis=None):
+def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
     """Softmax along one dimension: ``exp(x - max) / sum(exp(x - max))``, as ``torch.nn.functional.softmax``.
 
     Parameters
@@ -174,6 +183,13 @@ def softmax(input, dim=None, dtype=None, *, axis=None):
         The input is cast to it before the operation; the result has this dtype.
     axis : int, optional
         Keyword alias of ``dim`` (NumPy spelling); giving both is a TypeError.
+    out : numpy.ndarray, optional
+        Receives the result and is returned: exactly the result's shape and dtype, any strides; it may be the input
+        itself. A wrong shape (ValueError) or dtype (TypeError) is refused before anything is written.
+    where : array_like of bool, optional
+        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0.
+
+    ``dim`` may also be a tuple of ints: the entries of each slice over those dimensions sum to one together.
 
     Returns
     -------
@@ -197,18 +213,19 @@ def softmax(input, dim=None, dtype=None, *, axis=None):
     """
     # Fast path, kept short because small arrays are dominated by it: an exact ndarray of native, aligned
     # float32/float64, an int dim in range, nothing else asked. Everything else goes to the policy layer.
-    cdef cnp.ndarray x, out
+    cdef cnp.ndarray x, result
     cdef int num, nd
-    if type(input) is cnp.ndarray and dtype is None and axis is None and type(dim) is int:
+    if (type(input) is cnp.ndarray and dtype is None and axis is None and type(dim) is int and out is None
+            and where is None):
         x = <cnp.ndarray>input
         num = cnp.PyArray_TYPE(x)
         nd = cnp.PyArray_NDIM(x)
         if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
                 and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
-            out = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
-            _softmax_into(x, out, dim + nd if dim < 0 else dim)
-            return out
-    return _general(input, dim, dtype, axis=axis)
+            result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
+            _softmax_into(x, result, dim + nd if dim < 0 else dim)
+            return result
+    return _general(input, dim, dtype, axis=axis, out=out, where=where)
 
 
 def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):

@@ -252,6 +252,19 @@ def test_rows_sum_to_one_over_many_chunks():
     assert_matches(got, csoftmax.softmax(a, 1), np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+def test_softmax_within_one_ulp_of_exact(dtype):
+    """The two-pass path computes in float64 and rounds once: float16 and float32 results are within 1 ulp of the
+    exact softmax (long double reference), however the axis is chunked."""
+    from csoftmax._reference import softmax_reference
+
+    a = sample((16, 3000), dtype, seed=11)
+    exact = softmax_reference(a, 1, out_dtype=np.longdouble)
+    for chunks in ((16, 1000), (5, 97)):  # the axis over several chunks (in one chunk, the kernel computes)
+        got = cdask.softmax(da.from_array(a, chunks=chunks), 1).compute()
+        assert_matches(got, exact, dtype, ulps=1, what=f"chunks {chunks}")
+
+
 def test_zero_dim_and_empty_arrays():
     for value in (np.float32(3.5), np.float64(-np.inf), np.float16(np.nan)):
         x = da.from_array(np.asarray(value), chunks=())
@@ -279,6 +292,44 @@ def test_unknown_chunk_sizes_along_the_axis():
     assert np.isnan(y.shape[0])
     got = cdask.softmax(y, 0).compute()
     assert_matches(got, csoftmax.softmax(a[a > -0.5], 0), np.float64)
+
+
+# ------------------------------------------------------------------------------------------- optional dependency
+
+
+def _run_python(code):
+    """Runs `code` in a fresh interpreter from the repository root (so `import csoftmax` is this checkout)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+
+
+def test_the_core_package_does_not_import_dask():
+    done = _run_python(
+        "import sys, numpy as np, csoftmax\n"
+        "csoftmax.softmax(np.zeros((2, 3)), dim=1)\n"
+        "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith('dask.')))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_missing_dask_is_a_clear_import_error():
+    # sys.modules[name] = None makes `import name` raise ImportError, as if Dask were not installed
+    done = _run_python(
+        "import sys\n"
+        "sys.modules['dask'] = None\n"
+        "import csoftmax\n"
+        "try:\n"
+        "    import csoftmax.dask\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "csoftmax.dask needs Dask" in done.stdout and "pip install 'csoftmax[dask]'" in done.stdout
 
 
 # ------------------------------------------------------------------------------------------------ argument rules
@@ -382,7 +433,8 @@ def test_one_chunk_axis_is_a_single_blockwise_layer():
 
 
 class _BlockShapes(Callback):
-    """Records the shape of every array that a task of the local scheduler produces."""
+    """Records the shape of every array that a block task of the local scheduler produces (block keys are tuples;
+    the final task that assembles the result for the caller is not one)."""
 
     def __init__(self):
         super().__init__()
@@ -390,7 +442,7 @@ class _BlockShapes(Callback):
         self._lock = threading.Lock()
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if isinstance(result, np.ndarray):
+        if isinstance(key, tuple) and isinstance(result, np.ndarray):
             with self._lock:
                 self.shapes.append(result.shape)
 
@@ -443,12 +495,18 @@ def test_input_blocks_are_not_all_held_between_the_passes():
                 peak[0] = max(peak[0], sum(ref() is not None for ref in live))
 
     x = da.map_blocks(produce, chunks=((4,), (1000,) * n_blocks), dtype=np.float64, meta=np.empty((0, 0)))
-    y = cdask.softmax(x, 1)
-    with Count():
-        total = y.sum(axis=1).compute(scheduler="threads", num_workers=2)
-    np.testing.assert_allclose(total, 1.0, rtol=1e-12)
-    assert len(live) == 2 * n_blocks  # every block was produced twice: once per pass
-    assert peak[0] <= 8, f"{peak[0]} of {n_blocks} input blocks alive at once"
+    y = cdask.softmax(x, 1).sum(axis=1)
+    # optimize_graph=False: the graph as built. (With optimisation on, Dask's blockwise fusion may itself inline a
+    # cheap producer like this one into both passes; inputs that are not blockwise, e.g. persisted or stored
+    # blocks, or the output of a reduction, are not fused, and the graph as built must be bounded on its own.)
+    for optimize in (False, True):
+        live.clear()
+        peak[0] = 0
+        with Count():
+            total = y.compute(scheduler="threads", num_workers=2, optimize_graph=optimize)
+        np.testing.assert_allclose(total, 1.0, rtol=1e-12)
+        assert len(live) == 2 * n_blocks  # every block was produced twice: once per pass
+        assert peak[0] <= 6, f"{peak[0]} of {n_blocks} input blocks alive at once"
 
 
 def test_persisted_input_is_read_not_recomputed():
@@ -483,14 +541,16 @@ def test_split_every_and_scheduler_do_not_change_the_result():
 
 @pytest.fixture(scope="module")
 def client():
-    """A real cluster: two worker processes with one thread each, on the loopback interface, no dashboard."""
+    """A real cluster: two worker processes with one thread each, everything on the loopback interface."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        # the scheduler always runs an HTTP server: a free port on loopback (None would mean port 8787, and a
+        # warning, an error here, when another cluster holds it)
+        dashboard_address="127.0.0.1:0",
         worker_dashboard_address=None,
     ) as cluster, distributed.Client(cluster) as client:
         yield client
@@ -501,7 +561,9 @@ def client():
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda t: np.dtype(t).name)
 def test_distributed_matches_in_memory_and_threads(client, kind, how, dtype):
     a = np.concatenate([sample((20, 40), dtype, seed=8), special_rows(dtype)])
-    x = da.from_array(a, chunks=(9, axis_chunks(40, how)))
+    # 'many': 9 uneven chunks (fewer than axis_chunks gives, to keep the cluster's task count small)
+    axis = {"one": (40,), "two": (13, 27), "many": (1, 3, 5, 7, 2, 6, 4, 8, 4)}[how]
+    x = da.from_array(a, chunks=(16, axis))
     y = getattr(cdask, kind)(x, 1)
     got = client.compute(y).result()
     check(kind, got, a, 1, what=f"{kind} {how}")
@@ -511,7 +573,7 @@ def test_distributed_matches_in_memory_and_threads(client, kind, how, dtype):
 
 def test_distributed_with_persisted_input_and_negative_dim(client):
     a = sample((30, 12, 50), np.float32, seed=9)
-    x = da.from_array(a, chunks=(7, 5, 6)).persist()
+    x = da.from_array(a, chunks=(15, 6, 9)).persist()
     for dim in (0, -1, -2):
         got = cdask.softmax(x, dim).compute()
         assert_matches(got, csoftmax.softmax(a, dim), np.float32, what=f"dim={dim}")

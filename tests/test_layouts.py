@@ -82,7 +82,7 @@ def test_every_layout_dim_and_special_value_matches_reference_and_leaves_input_a
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_every_layout_works_on_every_kernel_set(kernel_set, layout, rng):
+def test_every_layout_matches_reference_on_every_kernel_set(kernel_set, layout, rng):
     for dtype in FLOAT_DTYPES:
         for shape in [(9, 33), (4, 5, 6), (20, 3)]:
             x = make_layout(make_base(dtype, shape, "specials", rng), layout)
@@ -169,7 +169,7 @@ def test_negative_strides_on_every_axis_combination(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
-def test_long_rows_and_many_lanes_in_every_layout(dtype, rng):
+def test_long_rows_and_many_lanes_match_reference_in_every_layout(dtype, rng):
     # sizes that cross the driver's block sizes: gather blocks (1024), lane panels (4096), the cache budget
     for shape in [(3, 5000), (5000, 3), (2, 70001), (4097, 17), (1, 2049)]:
         base = (rng.standard_normal(shape) * 5).astype(dtype)
@@ -180,9 +180,9 @@ def test_long_rows_and_many_lanes_in_every_layout(dtype, rng):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
-def test_row_lengths_around_vector_widths_and_the_short_row_limit(n, kernel_set, rng):
+def test_row_lengths_and_row_counts_around_vector_widths_and_the_short_row_limit_match_reference(n, kernel_set, rng):
     for dtype in FLOAT_DTYPES:
-        for rows in (1, 3, 8, 13):
+        for rows in (1, 3, 8, 13, 16, 17, 35):  # whole vector-width groups of rows and remainders
             base = make_base(dtype, (rows, n), "specials", rng)
             for layout in ("C", "F", "misaligned"):
                 x = make_layout(base, layout)
@@ -190,7 +190,7 @@ def test_row_lengths_around_vector_widths_and_the_short_row_limit(n, kernel_set,
                 check_softmax_of_layout(x, 0, f"{np.dtype(dtype).name} ({rows}, {n}) {layout} dim 0")
 
 
-def test_many_dimensions_up_to_numpy_limit(rng):
+def test_arrays_of_8_16_and_32_dimensions_in_reversed_memory_order_work(rng):
     for ndim in (8, 16, 32):
         shape = [1] * ndim
         shape[ndim // 3], shape[ndim // 2], shape[-1] = 2, 3, 2

@@ -139,6 +139,38 @@ static void softmax_row(const csm_type_kernels *k, int ct, const char *x, char *
     }
 }
 
+/* log S from the parts of log_softmax (kernels.inc): S = c + exp(m2 - m) T, log S = log1p((c - 1) + S'). */
+static double log_sum(int ct, double m, double m2, double t, csm_idx count)
+{
+    if (!isfinite(m)) return NAN;
+    double scale = 0.0;
+    if (m2 > -INFINITY) {
+        double d = m2 - m;                             /* exact for float32; for float64 add back its rounding */
+        double back = d - m2, err = (m2 - (d - back)) + (-m - back);
+        scale = exp(d);
+        scale += scale * (ct == CSM_F64 ? err : 0.0);
+    }
+    return log1p((double)(count - 1) + scale * t);
+}
+
+static void log_softmax_row(const csm_type_kernels *k, int ct, const char *x, char *y, csm_idx n, size_t es)
+{
+    double m, m2;
+    k->row_max2(x, n, &m, &m2);
+    double m2_eff = m2 > -INFINITY ? m2 : m;          /* no entry below m but -inf ones: their terms are 0 */
+    double t = 0.0;
+    csm_idx count = 0;
+    if (isfinite(m)) {
+        for (csm_idx start = 0; start < n; start += CSM_SUM_CHUNK) {
+            csm_idx len = n - start < CSM_SUM_CHUNK ? n - start : CSM_SUM_CHUNK;
+            csm_fixsum s = {0, 0};
+            k->row_logsum(x + start * es, len, m, m2_eff, &s, &count);
+            t += fixsum_value(s);
+        }
+    }
+    k->row_log_out(x, y, n, m, log_sum(ct, m, m2, t, count));
+}
+
 /* ------------------------------------------------------------------------------------------ lanes path */
 
 typedef struct {
@@ -249,8 +281,22 @@ static uint16_t load_u16(const char *p, int swapped)
 
 /* Converts n elements of the input at p (byte stride, any alignment and byte order) into buf of the compute type.
  * One loop per case, so the common ones (native, aligned) are plain strided loads. */
+static void gather_values(const csm_kernels *kt, const csm_call *c, const char *p, csm_idx stride, csm_idx n,
+                          int ct, void *buf);
+
+/* gather_values, then the exact negation softmin asks for */
 static void gather(const csm_kernels *kt, const csm_call *c, const char *p, csm_idx stride, csm_idx n, int ct,
                    void *buf)
+{
+    gather_values(kt, c, p, stride, n, ct, buf);
+    if (c->negate) {
+        if (ct == CSM_F32) for (csm_idx i = 0; i < n; i++) ((float *)buf)[i] = -((float *)buf)[i];
+        else for (csm_idx i = 0; i < n; i++) ((double *)buf)[i] = -((double *)buf)[i];
+    }
+}
+
+static void gather_values(const csm_kernels *kt, const csm_call *c, const char *p, csm_idx stride, csm_idx n,
+                          int ct, void *buf)
 {
     float *bf = buf;
     double *bd = buf;
@@ -318,6 +364,49 @@ static void scatter(const csm_kernels *kt, const csm_call *c, const void *buf, i
     }
 }
 
+/* log_softmax of a row too long for a row buffer: blocks streamed three times (top two, sum, output). */
+static void log_softmax_streamed(const csm_kernels *kt, const csm_call *c, int ct, const layout *L, const char *x,
+                                 char *y)
+{
+    const csm_type_kernels *k = ct == CSM_F32 ? &kt->f32 : &kt->f64;
+    double buf[GATHER_BLOCK];
+    const csm_idx n = L->axis_len, is = L->in_axis_stride, os = L->out_axis_stride;
+    double m = -INFINITY, m2 = -INFINITY;
+    for (csm_idx s = 0; s < n && m == m; s += GATHER_BLOCK) {
+        csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+        gather(kt, c, x + s * is, is, len, ct, buf);
+        double bm, bm2;
+        k->row_max2(buf, len, &bm, &bm2);
+        if (bm != bm) { m = bm; break; }
+        /* merge the top two of {m, m2} and {bm, bm2} */
+        double top = bm > m ? bm : m;
+        double cands[4] = {m, m2, bm, bm2}, second = -INFINITY;
+        for (int i = 0; i < 4; i++)
+            if (cands[i] < top && cands[i] > second) second = cands[i];
+        m = top;
+        m2 = second;
+    }
+    double m2_eff = m2 > -INFINITY ? m2 : m, t = 0.0;
+    csm_idx count = 0;
+    csm_fixsum sum = {0, 0};
+    for (csm_idx s = 0; isfinite(m) && s < n; s += GATHER_BLOCK) {
+        csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+        gather(kt, c, x + s * is, is, len, ct, buf);
+        k->row_logsum(buf, len, m, m2_eff, &sum, &count);
+        if ((s + len) % CSM_SUM_CHUNK == 0 || s + len == n) {
+            t += fixsum_value(sum);
+            sum.hi = sum.lo = 0;
+        }
+    }
+    double log_s = log_sum(ct, m, m2, t, count);
+    for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
+        csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+        gather(kt, c, x + s * is, is, len, ct, buf);
+        k->row_log_out(buf, buf, len, m, log_s);
+        scatter(kt, c, buf, ct, y + s * os, os, len);
+    }
+}
+
 /* A row that is not plain contiguous memory of the compute type. With a row buffer (rows up to CACHE_BUDGET), the
  * row is converted once, computed in place like a contiguous row, and converted back; longer rows are streamed in
  * blocks three times (max, sum, result), so scratch memory stays bounded whatever the row length. */
@@ -329,8 +418,13 @@ static void softmax_general(const csm_kernels *kt, const csm_call *c, int ct, co
     const csm_idx n = L->axis_len, is = L->in_axis_stride, os = L->out_axis_stride;
     if (row_buffer) {
         gather(kt, c, x, is, n, ct, row_buffer);
-        softmax_row(k, ct, row_buffer, row_buffer, n, es);
+        if (c->op == CSM_LOG_SOFTMAX) log_softmax_row(k, ct, row_buffer, row_buffer, n, es);
+        else softmax_row(k, ct, row_buffer, row_buffer, n, es);
         scatter(kt, c, row_buffer, ct, y, os, n);
+        return;
+    }
+    if (c->op == CSM_LOG_SOFTMAX) {
+        log_softmax_streamed(kt, c, ct, L, x, y);
         return;
     }
     double buf[GATHER_BLOCK];
@@ -413,8 +507,13 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         if (p->short_rows)
             l += p->k->short_rows(x + l * L->in_lane_stride, L->in_lane_stride, y + l * L->out_lane_stride,
                                   L->out_lane_stride, l1 - l0, L->axis_len);
-        for (; l < l1; l++)
-            softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len, p->es);
+        for (; l < l1; l++) {
+            if (p->c->op == CSM_LOG_SOFTMAX)
+                log_softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len,
+                                p->es);
+            else
+                softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len, p->es);
+        }
     } else if (p->path == PATH_LANES) {
         lane_state st = {0};
         if (lane_state_alloc(&st) != 0) {
@@ -522,18 +621,21 @@ csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
     p->elements = p->n_outer * L->n_lanes * L->axis_len;
 
     const csm_idx es = (csm_idx)p->es;
-    const int native = c->in_dtype == p->ct && c->out_dtype == p->ct && !c->in_swapped && c->in_aligned;
+    const int native = c->in_dtype == p->ct && c->out_dtype == p->ct && !c->in_swapped && c->in_aligned &&
+                       !c->negate;
+    const int plain_softmax = c->op == CSM_SOFTMAX;   /* log_softmax has row kernels only */
     if (native && L->in_axis_stride == es && L->out_axis_stride == es) p->path = PATH_ROWS;
-    else if (native && L->n_lanes > 1 && L->in_lane_stride == es && L->out_lane_stride == es) p->path = PATH_LANES;
+    else if (native && plain_softmax && L->n_lanes > 1 && L->in_lane_stride == es && L->out_lane_stride == es)
+        p->path = PATH_LANES;
     else p->path = PATH_GENERAL;
     const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
-    p->short_rows = p->path == PATH_ROWS && L->axis_len <= SHORT_ROW_MAX && L->axis_len <= CSM_SHORT_ROW_MAX &&
+    p->short_rows = p->path == PATH_ROWS && plain_softmax && L->axis_len <= SHORT_ROW_MAX && L->axis_len <= CSM_SHORT_ROW_MAX &&
                     abs_idx(L->in_lane_stride) < gather_limit && abs_idx(L->out_lane_stride) < gather_limit;
 
     /* how the work is cut: results never depend on it (every lane is computed alone), only speed does */
     if (threads < 1) threads = 1;
     p->n_rows = p->n_outer * L->n_lanes;
-    if (p->path == PATH_ROWS && threads > 1 && L->axis_len >= LONG_ROW && p->n_rows < 2 * threads) {
+    if (p->path == PATH_ROWS && plain_softmax && threads > 1 && L->axis_len >= LONG_ROW && p->n_rows < 2 * threads) {
         p->long_rows = 1;
         p->pieces = (L->axis_len + ROW_PIECE - 1) / ROW_PIECE;
         p->piece_max = malloc(p->n_rows * p->pieces * sizeof(double));

@@ -62,6 +62,11 @@ typedef struct {
      * bytes with 16 * |stride| < 2^31. Does whole groups of vector-width rows; returns how many rows it did. */
     csm_idx (*short_rows)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
                           csm_idx n);
+    /* log_softmax of a contiguous row (see kernels.inc): top two values; fixed-point sum of exp(x - m2) over
+     * x < m plus the count of x == m; the output (x - m) - log_s */
+    void (*row_max2)(const void *x, csm_idx n, double *m, double *m2);
+    void (*row_logsum)(const void *x, csm_idx n, double m, double m2, csm_fixsum *sum, csm_idx *count);
+    void (*row_log_out)(const void *x, void *y, csm_idx n, double m, double log_s);
 } csm_type_kernels;
 
 typedef struct {
@@ -73,8 +78,12 @@ typedef struct {
     void (*f32_to_f16)(const float *src, uint16_t *dst, csm_idx n);
 } csm_kernels;
 
+enum csm_op { CSM_SOFTMAX = 0, CSM_LOG_SOFTMAX = 1 };
+
 /* One softmax call: any shape and byte strides; out has the same shape and must not overlap in. */
 typedef struct {
+    int op;                      /* csm_op */
+    int negate;                  /* work on -x (softmin), exactly: negation is exact */
     int ndim;
     const csm_idx *shape;
     int axis;

@@ -151,8 +151,10 @@ def run_engine(engine, seconds, args):
         cmd += ["--corpus", args.corpus]
     print(f"=== fuzzing csoftmax with {engine} for {seconds:g} s", flush=True)
     crashed = None
+    log_path = os.path.join(tmp, "child.log")
     try:
-        proc = subprocess.run(cmd, timeout=seconds + 300)
+        with open(log_path, "wb") as log:              # libFuzzer's progress lines: kept out of the CI log
+            proc = subprocess.run(cmd, timeout=seconds + 300, stdout=log, stderr=subprocess.STDOUT)
         rc = proc.returncode
         if rc < 0:
             crashed = f"crash-{signal.Signals(-rc).name}"
@@ -161,6 +163,12 @@ def run_engine(engine, seconds, args):
     except subprocess.TimeoutExpired:
         crashed = "hang"
     stats = {"engine": engine, "cases": None, "failures": []}
+    with open(log_path, "rb") as f:
+        lines = f.read().decode(errors="replace").splitlines()
+    interesting = [ln for ln in lines if not ln.startswith("#")]
+    if crashed or any("FAILURE" in ln for ln in lines):
+        print("\n".join(interesting[-60:]), file=sys.stderr)
+        print(f"(full output of the fuzzing process: {log_path})", file=sys.stderr)
     if os.path.exists(stats_path):
         with open(stats_path) as f:
             stats = json.load(f)
