@@ -60,6 +60,13 @@ def _normalize_dim(name: str, dim: Any, ndim: int) -> int:
 
 def _result_dtype(name: str, x: np.ndarray, dtype: Any) -> np.dtype:
     """The dtype of the result (always native byte order)."""
+    kind = x.dtype.kind
+    if dtype is not None and kind not in "fiub":
+        # dtype= casts numbers; it must not turn strings, objects or dates into numbers, nor drop imaginary parts
+        raise TypeError(
+            f"{name}(): input of dtype {x.dtype} is not supported, with or without dtype=; pass a float16, float32 "
+            "or float64 array (integers and bools are converted to float64)"
+        )
     if dtype is not None:
         try:
             target = np.dtype(dtype)
@@ -68,7 +75,6 @@ def _result_dtype(name: str, x: np.ndarray, dtype: Any) -> np.dtype:
         if target.type not in _FLOAT_TYPES:
             raise TypeError(f"{name}(): dtype must be float16, float32 or float64, not {target}")
         return target.newbyteorder("=")
-    kind = x.dtype.kind
     if x.dtype.type in _FLOAT_TYPES:
         return x.dtype.newbyteorder("=")
     if kind in "iub":
@@ -88,9 +94,9 @@ def _result_dtype(name: str, x: np.ndarray, dtype: Any) -> np.dtype:
 
 
 def _normalize_dims(name: str, dim: Any, ndim: int) -> tuple:
-    """dim as a tuple of distinct non-negative axes: an int (torch's rules, None included) or a tuple/list of ints
-    normalised jointly (SciPy's and JAX's axis=tuple)."""
-    if not isinstance(dim, (tuple, list)):
+    """dim as a tuple of distinct non-negative axes: an int (torch's rules, None included) or a tuple of ints
+    normalised jointly (SciPy's and JAX's axis=tuple; a list stays a TypeError, as in torch)."""
+    if not isinstance(dim, tuple):
         return (_normalize_dim(name, dim, ndim),)
     if len(dim) == 0:
         raise AxisError(f"{name}(): dim=() names no dimension; pass an int or a non-empty tuple of ints")
