@@ -1,0 +1,261 @@
+"""The softmax family against torch (values, warnings, errors) and a long-double reference: log_softmax, softmin,
+the classes, out=, where=, tuple dims and the backward functions."""
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import csoftmax
+from csoftmax import _core
+
+if os.environ.get("CSOFTMAX_REQUIRE_TORCH"):
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+RNG = np.random.default_rng(2025)
+SHAPES = [(7,), (5, 9), (3, 4, 5), (2, 3, 4, 5), (4, 1, 6), (3, 70)]
+DTYPES = [np.float16, np.float32, np.float64]
+TOL = {np.float16: dict(rtol=2e-3, atol=1e-4), np.float32: dict(rtol=2e-5, atol=1e-6),
+       np.float64: dict(rtol=1e-12, atol=1e-14)}
+
+
+@pytest.fixture(params=_core.available_kernels())
+def kernel_set(request):
+    saved = _core.active_kernels()
+    _core.use_kernels(request.param)
+    yield request.param
+    _core.use_kernels(saved)
+
+
+def _torch(fn, x, dim):
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return getattr(F, fn)(t, dim).numpy()
+
+
+@pytest.mark.parametrize("fn", ["log_softmax", "softmin"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_family_matches_torch_on_every_dim_and_layout(kernel_set, fn, dtype, shape):
+    x = (RNG.standard_normal(shape) * 5).astype(dtype)
+    for layout in ("C", "F", "reversed"):
+        view = {"C": x, "F": np.asfortranarray(x), "reversed": x[::-1]}[layout]
+        for dim in range(-x.ndim, x.ndim):
+            got = getattr(csoftmax, fn)(view, dim)
+            assert got.dtype == x.dtype
+            if dtype == np.float16:
+                # torch rounds float16 log_softmax less carefully than we do: compare both with the float64
+                # result, ours within one float16 ulp of it
+                exact = _torch(fn, view.astype(np.float64), dim)
+                np.testing.assert_array_less(np.abs(got.astype(np.float64) - exact),
+                                             np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64) + 1e-7,
+                                             err_msg=f"{fn} {layout} dim={dim}")
+                continue
+            np.testing.assert_allclose(got.astype(np.float64), _torch(fn, view, dim).astype(np.float64),
+                                       **TOL[dtype], err_msg=f"{fn} {layout} dim={dim}")
+
+
+def _log_softmax_longdouble(x, dim):
+    x = np.moveaxis(np.asarray(x, dtype=np.longdouble), dim, -1)
+    m = x.max(-1, keepdims=True)
+    top = x == m
+    rest = np.where(top, 0, np.exp(x - m)).sum(-1, keepdims=True)
+    y = (x - m) - np.log1p((top.sum(-1, keepdims=True) - 1) + rest)
+    return np.moveaxis(y, -1, dim)
+
+
+def test_log_softmax_keeps_the_top_entry_exact_where_peers_lose_it(kernel_set):
+    y = csoftmax.log_softmax(np.array([0.0, -30.0]), 0)
+    exact = -np.log1p(np.exp(np.longdouble(-30)))
+    assert abs(np.longdouble(y[0]) - exact) <= 2 * np.spacing(abs(y[0]))
+    # torch and SciPy compute log(sum) and are ~1e-14 off here: the point of the formulation
+    assert abs(np.longdouble(float(F.log_softmax(torch.tensor([0.0, -30.0], dtype=torch.float64), 0)[0])) - exact) \
+        > 100 * np.spacing(abs(y[0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_log_softmax_is_within_4_ulp_of_a_long_double_reference(kernel_set, dtype):
+    for shape, dim, scale in [((50, 37), 1, 1), ((50, 37), 0, 8), ((3, 70000), 1, 3), ((4, 3000), 0, 40)]:
+        x = (RNG.standard_normal(shape) * scale).astype(dtype)
+        got = csoftmax.log_softmax(x, dim).astype(np.longdouble)
+        ref = _log_softmax_longdouble(x, dim)
+        ulp = np.spacing(np.abs(ref).astype(dtype)).astype(np.longdouble)
+        assert np.max(np.abs(got - ref) / ulp) <= 4, (shape, dim, scale)
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([1.0, np.nan, 2.0], [np.nan] * 3), ([1.0, np.inf], [np.nan] * 2), ([-np.inf, -np.inf], [np.nan] * 2),
+    ([5.0, -np.inf], [0.0, -np.inf]), ([3.0, 3.0, 3.0], [-np.log(3.0)] * 3)])
+def test_log_softmax_special_values_follow_torch(values, expected):
+    got = csoftmax.log_softmax(np.array(values), 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-15)
+    np.testing.assert_allclose(got, F.log_softmax(torch.tensor(values, dtype=torch.float64), 0).numpy(), rtol=1e-15)
+
+
+def test_log_softmax_is_bit_identical_across_layouts(kernel_set):
+    x = (RNG.standard_normal((40, 300)) * 7).astype(np.float32)
+    ref = csoftmax.log_softmax(x, 1)
+    for view in (np.asfortranarray(x), np.repeat(x, 2, axis=1)[:, ::2], x.astype(">f4")):
+        assert np.array_equal(csoftmax.log_softmax(view, 1).view(np.uint32), ref.view(np.uint32))
+
+
+def test_softmin_is_softmax_of_the_negation_bit_for_bit(kernel_set):
+    x = (RNG.standard_normal((30, 50)) * 3).astype(np.float32)
+    for dim in (0, 1):
+        assert np.array_equal(csoftmax.softmin(x, dim).view(np.uint32), csoftmax.softmax(-x, dim).view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "softmin"])
+def test_family_implicit_dim_warns_like_torch_and_points_at_the_caller(name):
+    x = np.ones((2, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(csoftmax, name)(x)
+        line = __import__("inspect").currentframe().f_lineno - 1
+    with warnings.catch_warnings(record=True) as torch_caught:
+        warnings.simplefilter("always")
+        getattr(F, name)(torch.ones(2, 3))
+    assert [str(w.message) for w in caught] == [str(w.message) for w in torch_caught]
+    assert name in str(caught[0].message)
+    assert caught[0].filename == __file__ and caught[0].lineno == line
+
+
+@pytest.mark.parametrize("cls,torch_cls", [("LogSoftmax", "LogSoftmax"), ("Softmin", "Softmin"), ("Softmax", "Softmax")])
+def test_family_classes_behave_like_torch_modules(cls, torch_cls):
+    x = RNG.standard_normal((3, 4))
+    module = getattr(csoftmax, cls)(dim=1)
+    assert repr(module) == repr(getattr(torch.nn, torch_cls)(dim=1))
+    expected = getattr(torch.nn, torch_cls)(dim=1)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(module(x), expected, rtol=1e-12)
+    np.testing.assert_allclose(module.forward(x), expected, rtol=1e-12)
+    clone = pickle.loads(pickle.dumps(module))
+    assert clone.dim == 1
+    np.testing.assert_allclose(clone(x), expected, rtol=1e-12)
+
+
+def test_softmax2d_normalises_channels_and_rejects_other_ranks_with_torchs_message():
+    x = RNG.standard_normal((2, 3, 4, 5))
+    np.testing.assert_allclose(csoftmax.Softmax2d()(x), torch.nn.Softmax2d()(torch.from_numpy(x)).numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(csoftmax.Softmax2d()(x[0]), torch.nn.Softmax2d()(torch.from_numpy(x[0])).numpy(),
+                               rtol=1e-12)
+    for bad in (x[0, 0], x[0, 0, 0], x[None]):
+        with pytest.raises(ValueError) as ours:
+            csoftmax.Softmax2d()(bad)
+        with pytest.raises(ValueError) as theirs:
+            torch.nn.Softmax2d()(torch.from_numpy(np.ascontiguousarray(bad)))
+        assert str(ours.value) == str(theirs.value)
+
+
+# ---------------------------------------------------------------------------------------------------- out=
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_out_receives_the_result_in_any_strides_and_is_returned(name):
+    x = RNG.standard_normal((6, 7)).astype(np.float32)
+    expected = getattr(csoftmax, name)(x, 1)
+    for out in (np.empty((6, 7), np.float32), np.empty((7, 6), np.float32).T, np.empty((6, 14), np.float32)[:, ::2],
+                np.empty((6, 7), ">f4")):
+        result = getattr(csoftmax, name)(x, 1, out=out)
+        assert result is out
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_out_may_be_the_input_itself_or_overlap_it(name):
+    x = RNG.standard_normal((6, 8))
+    expected = getattr(csoftmax, name)(x, 0)
+    y = x.copy()
+    assert getattr(csoftmax, name)(y, 0, out=y) is y
+    np.testing.assert_array_equal(y, expected)
+    # out shifted by one column over the same buffer
+    buf = np.zeros((6, 9))
+    buf[:, :8] = x
+    src, dst = buf[:, :8], buf[:, 1:]
+    getattr(csoftmax, name)(src, 0, out=dst)
+    np.testing.assert_array_equal(dst, expected)
+
+
+def test_out_of_wrong_shape_or_dtype_is_refused_before_anything_is_written():
+    x = RNG.standard_normal((4, 5)).astype(np.float32)
+    for out, error in ((np.full((5, 4), 7.0, np.float32), ValueError), (np.full((4, 5), 7.0), TypeError),
+                       (np.full((4,), 7.0, np.float32), ValueError)):
+        with pytest.raises(error):
+            csoftmax.softmax(x, 1, out=out)
+        assert np.all(out == 7.0)
+    with pytest.raises(TypeError):
+        csoftmax.softmax(x, 1, out=[0.0] * 20)
+
+
+# ---------------------------------------------------------------------------------------------------- where=
+
+def test_where_masks_entries_out_and_fully_masked_rows_are_zero_not_nan():
+    x = RNG.standard_normal((4, 6))
+    mask = np.ones((4, 6), bool)
+    mask[0] = False
+    mask[1, ::2] = False
+    y = csoftmax.softmax(x, 1, where=mask)
+    assert np.all(y[0] == 0)
+    assert np.all(y[1, ::2] == 0)
+    np.testing.assert_allclose(y[1, 1::2], csoftmax.softmax(x[1, 1::2], 0), rtol=1e-14)
+    np.testing.assert_allclose(y[2:], csoftmax.softmax(x[2:], 1), rtol=1e-14)
+    log = csoftmax.log_softmax(x, 1, where=mask)
+    assert np.all(np.isneginf(log[0])) and np.all(np.isneginf(log[1, ::2]))
+    np.testing.assert_allclose(log[1, 1::2], csoftmax.log_softmax(x[1, 1::2], 0), rtol=1e-14)
+
+
+def test_where_broadcasts_and_a_masked_nan_takes_no_part():
+    x = RNG.standard_normal((3, 5))
+    x[:, 0] = np.nan
+    column_mask = np.array([False, True, True, True, True])
+    y = csoftmax.softmax(x, 1, where=column_mask)
+    assert not np.isnan(y).any()
+    np.testing.assert_allclose(y[:, 1:].sum(1), 1, rtol=1e-14)
+    with pytest.raises(ValueError):
+        csoftmax.softmax(x, 1, where=np.ones(4, bool))
+    with pytest.raises(TypeError):
+        csoftmax.softmax(x, 1, where=np.ones(5))
+
+
+# ---------------------------------------------------------------------------------------------------- tuple dims
+
+def test_tuple_dim_normalises_jointly_like_scipy():
+    scipy_special = pytest.importorskip("scipy.special")
+    x = RNG.standard_normal((3, 4, 5))
+    for dims in ((0, 2), (1, 2), (-1, 0), (0, 1, 2)):
+        np.testing.assert_allclose(csoftmax.softmax(x, dims), scipy_special.softmax(x, axis=dims), rtol=1e-13)
+        np.testing.assert_allclose(csoftmax.log_softmax(x, dims), scipy_special.log_softmax(x, axis=dims),
+                                   rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(csoftmax.softmax(x, (1,)), csoftmax.softmax(x, 1))
+
+
+def test_tuple_dim_with_duplicates_or_out_of_range_is_an_axis_error():
+    from numpy.exceptions import AxisError
+    x = np.ones((3, 4))
+    for dims in ((0, 0), (1, -1), (0, 2), (-3,), ()):
+        with pytest.raises(AxisError):
+            csoftmax.softmax(x, dims)
+
+
+# ---------------------------------------------------------------------------------------------------- backward
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_backward_matches_torch_autograd(dtype, dim):
+    x = RNG.standard_normal((5, 6, 7)).astype(dtype)
+    g = RNG.standard_normal((5, 6, 7)).astype(dtype)
+    for fn, back in (("softmax", csoftmax.softmax_backward), ("log_softmax", csoftmax.log_softmax_backward)):
+        xt = torch.from_numpy(x).requires_grad_()
+        yt = getattr(F, fn)(xt, dim)
+        yt.backward(torch.from_numpy(g))
+        got = back(g, yt.detach().numpy(), dim)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_backward_rejects_mismatched_shapes():
+    with pytest.raises(ValueError):
+        csoftmax.softmax_backward(np.ones((2, 3)), np.ones((3, 2)), 0)
