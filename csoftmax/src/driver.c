@@ -178,12 +178,16 @@ typedef struct {
     uint64_t *raw_hi, *raw_lo;       /* the kernels' running parts, flushed every CSM_LANES_FLUSH steps */
     int64_t *sum_hi, *sum_lo;        /* exact fixed-point sums of the current CSM_SUM_CHUNK */
     double *total;
+    void *max2, *log_lo;             /* log_softmax: second maxima; log S as (inv = hi, log_lo) */
+    int32_t *count;                  /* log_softmax: entries equal to the maximum since the last flush */
+    int64_t *count_total;
 } lane_state;
 
 static int lane_state_alloc(lane_state *st)
 {
     void **arrays[] = {&st->max, &st->inv, (void **)&st->raw_hi, (void **)&st->raw_lo, (void **)&st->sum_hi,
-                       (void **)&st->sum_lo, (void **)&st->total};
+                       (void **)&st->sum_lo, (void **)&st->total, &st->max2, &st->log_lo, (void **)&st->count,
+                       (void **)&st->count_total};
     int ok = 1;
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) ok &= (*arrays[i] = malloc(LANES_PANEL * 8)) != NULL;
     return ok ? 0 : -1;
@@ -191,6 +195,10 @@ static int lane_state_alloc(lane_state *st)
 
 static void lane_state_free(lane_state *st)
 {
+    free(st->max2);
+    free(st->log_lo);
+    free(st->count);
+    free(st->count_total);
     free(st->max);
     free(st->inv);
     free(st->raw_hi);
@@ -248,6 +256,64 @@ static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, co
         if (store) k->lanes_scale(y + i * L->out_axis_stride, st->inv, n_lanes);
         else k->lanes_exp_scale(x + i * L->in_axis_stride, y + i * L->out_axis_stride, st->max, st->inv, n_lanes);
     }
+}
+
+/* log_softmax over a panel of lanes: the row steps of log_softmax_row, each a walk down the axis in memory order. */
+static void log_softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, const char *x, char *y,
+                              csm_idx n_lanes, lane_state *st)
+{
+    const csm_idx n = L->axis_len;
+    for (csm_idx l = 0; l < n_lanes; l++) {
+        store_ct(ct, st->max, l, -INFINITY);
+        store_ct(ct, st->max2, l, -INFINITY);
+    }
+    for (csm_idx i = 0; i < n; i++) k->lanes_max2(x + i * L->in_axis_stride, st->max, st->max2, n_lanes);
+    /* lanes with nothing below the maximum but -inf sum relative to the maximum itself: their terms are 0 */
+    void *m2_eff = st->inv;                            /* free until the last pass */
+    for (csm_idx l = 0; l < n_lanes; l++) {
+        double m2 = load_ct(ct, st->max2, l);
+        store_ct(ct, m2_eff, l, m2 > -INFINITY ? m2 : load_ct(ct, st->max, l));
+    }
+    memset(st->total, 0, n_lanes * sizeof(double));
+    memset(st->count_total, 0, n_lanes * sizeof(int64_t));
+    for (csm_idx start = 0; start < n; start += CSM_SUM_CHUNK) {
+        csm_idx stop = n - start < CSM_SUM_CHUNK ? n : start + CSM_SUM_CHUNK;
+        memset(st->sum_hi, 0, n_lanes * sizeof(int64_t));
+        memset(st->sum_lo, 0, n_lanes * sizeof(int64_t));
+        memset(st->raw_hi, 0, n_lanes * sizeof(uint64_t));
+        memset(st->raw_lo, 0, n_lanes * sizeof(uint64_t));
+        memset(st->count, 0, n_lanes * sizeof(int32_t));
+        for (csm_idx i = start; i < stop; i++) {
+            k->lanes_logsum(x + i * L->in_axis_stride, st->max, m2_eff, st->raw_hi, st->raw_lo, st->count, n_lanes);
+            csm_idx done = i + 1 - start;
+            if (done % CSM_LANES_FLUSH == 0 || i + 1 == stop) {
+                csm_idx terms = done % CSM_LANES_FLUSH ? done % CSM_LANES_FLUSH : CSM_LANES_FLUSH;
+                k->lanes_flush(st->raw_hi, st->raw_lo, terms, st->sum_hi, st->sum_lo, n_lanes);
+                for (csm_idx l = 0; l < n_lanes; l++) {
+                    st->count_total[l] += st->count[l];
+                    st->count[l] = 0;
+                }
+            }
+        }
+        for (csm_idx l = 0; l < n_lanes; l++) {
+            csm_fixsum s = {st->sum_hi[l], st->sum_lo[l]};
+            st->total[l] += fixsum_value(s);
+        }
+    }
+    for (csm_idx l = 0; l < n_lanes; l++) {
+        double log_s = log_sum(ct, load_ct(ct, st->max, l), load_ct(ct, st->max2, l), st->total[l],
+                               st->count_total[l]);
+        if (ct == CSM_F32) {                           /* as row_log_out_f32 splits it */
+            float hi = (float)log_s;
+            ((float *)st->inv)[l] = hi;
+            ((float *)st->log_lo)[l] = (float)(log_s - hi);
+        } else {
+            ((double *)st->inv)[l] = log_s;
+        }
+    }
+    for (csm_idx i = 0; i < n; i++)
+        k->lanes_log_out(x + i * L->in_axis_stride, y + i * L->out_axis_stride, st->max, st->inv, st->log_lo,
+                         n_lanes);
 }
 
 /* ------------------------------------------------------------------------------------------ general path */
@@ -521,7 +587,10 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         } else {
             for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
                 csm_idx width = l1 - l < LANES_PANEL ? l1 - l : LANES_PANEL;
-                softmax_lanes(p->k, p->ct, L, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es, width, &st);
+                if (p->c->op == CSM_LOG_SOFTMAX)
+                    log_softmax_lanes(p->k, p->ct, L, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es, width, &st);
+                else
+                    softmax_lanes(p->k, p->ct, L, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es, width, &st);
             }
         }
         lane_state_free(&st);
@@ -623,9 +692,9 @@ csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
     const csm_idx es = (csm_idx)p->es;
     const int native = c->in_dtype == p->ct && c->out_dtype == p->ct && !c->in_swapped && c->in_aligned &&
                        !c->negate;
-    const int plain_softmax = c->op == CSM_SOFTMAX;   /* log_softmax has row kernels only */
+    const int plain_softmax = c->op == CSM_SOFTMAX;   /* log_softmax has no short-row or split-row kernels */
     if (native && L->in_axis_stride == es && L->out_axis_stride == es) p->path = PATH_ROWS;
-    else if (native && plain_softmax && L->n_lanes > 1 && L->in_lane_stride == es && L->out_lane_stride == es)
+    else if (native && L->n_lanes > 1 && L->in_lane_stride == es && L->out_lane_stride == es)
         p->path = PATH_LANES;
     else p->path = PATH_GENERAL;
     const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
