@@ -10,6 +10,14 @@
 
 #include "threads.h"
 
+/* glibc 2.34 moved the thread functions into libc under a new symbol version; binding pthread_create to its
+ * original version keeps the wheel loadable on the older glibc that manylinux_2_28 promises (it exists in both). */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver pthread_create, pthread_create@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver pthread_create, pthread_create@GLIBC_2.17");
+#endif
+
 #define MAX_WORKERS 256
 
 static struct {
@@ -20,7 +28,7 @@ static struct {
     csm_job *job;                 /* the one job in the pool, or NULL */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL};
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_registered = 0;                /* under pool.lock */
 
 /* In a forked child the workers do not exist and the lock may have been held by one of them: start afresh. */
 static void forget_pool_in_child(void)
@@ -32,7 +40,6 @@ static void forget_pool_in_child(void)
     pool.job = NULL;
 }
 
-static void register_atfork(void) { pthread_atfork(NULL, NULL, forget_pool_in_child); }
 
 /* Called with the lock held when a phase's last task is done (or the job was cancelled). */
 static void advance(csm_job *job)
@@ -84,8 +91,11 @@ static void *worker_main(void *arg)
 
 int csm_job_start(csm_job *job)
 {
-    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&pool.lock);
+    if (!atfork_registered) {
+        pthread_atfork(NULL, NULL, forget_pool_in_child);
+        atfork_registered = 1;
+    }
     if (pool.job) {                                   /* another Python thread's job: run this one inline */
         pthread_mutex_unlock(&pool.lock);
         return -1;
