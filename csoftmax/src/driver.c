@@ -372,8 +372,11 @@ static void gather_values(const csm_kernels *kt, const csm_call *c, const char *
         for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
             csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
             const char *q = p + s * stride;
-            if (plain && stride == 2) memcpy(half, q, len * 2);
-            else for (csm_idx i = 0; i < len; i++) half[i] = load_u16(q + i * stride, c->in_swapped);
+            if (plain && stride == 2 && ct == CSM_F32) {        /* the common case: convert in place of copying */
+                kt->f16_to_f32((const uint16_t *)q, bf + s, len);
+                continue;
+            }
+            for (csm_idx i = 0; i < len; i++) half[i] = load_u16(q + i * stride, c->in_swapped);
             if (ct == CSM_F32) {
                 kt->f16_to_f32(half, bf + s, len);
             } else {
@@ -415,6 +418,10 @@ static void scatter(const csm_kernels *kt, const csm_call *c, const void *buf, i
         uint16_t half[GATHER_BLOCK];
         for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
             csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
+            if (ct == CSM_F32 && stride == 2) {
+                kt->f32_to_f16(bf + s, (uint16_t *)(p + s * stride), len);
+                continue;
+            }
             if (ct == CSM_F32) kt->f32_to_f16(bf + s, half, len);
             else for (csm_idx i = 0; i < len; i++) half[i] = csm_float_to_half((float)bd[s + i]);
             char *q = p + s * stride;
