@@ -119,13 +119,23 @@ def _prepare(name: str, input: Any, dim: Any, dtype: Any, axis: Any):
     x = input if type(input) is np.ndarray else np.asarray(input)
     out_dtype = _result_dtype(name, x, dtype)
     axes = _normalize_dims(name, dim, x.ndim)
-    # Integers and bools are converted before any arithmetic, so uint8 cannot wrap around. A narrowing dtype=
-    # rounds the input first, as torch's cast-then-compute does (values beyond the new range become inf, and their
-    # rows NaN, without NumPy's overflow warning); widening needs no copy: the kernel converts block by block.
-    if x.dtype.type not in _FLOAT_TYPES or out_dtype.itemsize < x.dtype.itemsize:
-        with np.errstate(over="ignore", invalid="ignore"):
-            x = x.astype(out_dtype)
+    if needs_cast(x.dtype, out_dtype):
+        x = quiet_cast(x, out_dtype)
     return x, axes, out_dtype
+
+
+def needs_cast(dtype: np.dtype, out_dtype: np.dtype) -> bool:
+    """Integers and bools are converted before any arithmetic, so uint8 cannot wrap around. A narrowing dtype=
+    rounds the input first, as torch's cast-then-compute does; widening needs no copy: the kernel converts block
+    by block."""
+    return dtype.type not in _FLOAT_TYPES or out_dtype.itemsize < dtype.itemsize
+
+
+def quiet_cast(x: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """x.astype(out_dtype) where values beyond the new range become inf (and their rows NaN) without NumPy's
+    overflow warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x.astype(out_dtype)
 
 
 def _check_out(name: str, out: Any, shape: tuple, dtype: np.dtype) -> None:

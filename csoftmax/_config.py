@@ -60,7 +60,11 @@ def show_config() -> None:
 
 
 def _apply_environment() -> None:
+    # CSOFTMAX_NUM_THREADS, else OMP_NUM_THREADS (which Dask's workers, joblib and others set to keep nested
+    # parallelism from oversubscribing the cores), else the CPUs this process may use
     threads = os.environ.get(THREADS_VARIABLE)
+    if not threads and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        threads = os.environ["OMP_NUM_THREADS"].strip()
     if threads:
         try:
             _core.set_num_threads(int(threads))

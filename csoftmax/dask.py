@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without Dask
     ) from exc
 
 import csoftmax as _csoftmax
-from ._api import _FLOAT_TYPES, _normalize_dim, _result_dtype
+from ._api import _FLOAT_TYPES, _normalize_dim, _result_dtype, needs_cast, quiet_cast
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -130,10 +130,9 @@ def _apply(name: str, x: Any, dim: Any, dtype: Any) -> "da.Array":
 
 
 def _cast_input(x: "da.Array", out_dtype: np.dtype) -> "da.Array":
-    """The input cast of csoftmax._api._prepare, lazily: integers and bools are converted before any arithmetic,
-    and a narrowing dtype= rounds the input first (as torch's cast-then-compute does); widening needs no cast."""
-    if x.dtype.type not in _FLOAT_TYPES or out_dtype.itemsize < x.dtype.itemsize:
-        return x.astype(out_dtype)
+    """The input cast of the in-memory functions (csoftmax._api.needs_cast / quiet_cast), block by block."""
+    if needs_cast(x.dtype, out_dtype):
+        return x.map_blocks(quiet_cast, out_dtype, dtype=out_dtype, meta=np.empty((0,) * x.ndim, dtype=out_dtype))
     return x
 
 
@@ -266,7 +265,7 @@ def _normalise(block: np.ndarray, stats: np.ndarray, kind: str, axis: int, out_d
     largest, pieces = _pieces(block.shape, axis)
     # One float64 scratch array for all pieces: allocating per piece would cost an mmap, page faults and a munmap
     # every time in Dask's worker processes, whose malloc settings (MALLOC_TRIM_THRESHOLD_) keep arrays of this
-    # size out of the reusable heap (measured: 4-5x slower).
+    # size out of the reusable heap (measured with MALLOC_TRIM_THRESHOLD_=65536: about 3x slower).
     work = np.empty(largest, np.float64)
     with np.errstate(all="ignore"):
         if kind == "softmax":

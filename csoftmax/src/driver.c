@@ -146,9 +146,11 @@ static double log_sum(int ct, double m, double m2, double t, csm_idx count)
     double scale = 0.0;
     if (m2 > -INFINITY) {
         double d = m2 - m;                             /* exact for float32; for float64 add back its rounding */
-        double back = d - m2, err = (m2 - (d - back)) + (-m - back);
         scale = exp(d);
-        scale += scale * (ct == CSM_F64 ? err : 0.0);
+        if (ct == CSM_F64 && isfinite(d)) {            /* (m2 - m overflows to -inf for m2 = -max, m = max) */
+            double back = d - m2, err = (m2 - (d - back)) + (-m - back);
+            scale += scale * err;
+        }
     }
     return log1p((double)(count - 1) + scale * t);
 }
