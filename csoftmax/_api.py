@@ -163,14 +163,15 @@ def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
 
 def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: bool) -> np.ndarray:
     """The kernel on a prepared input: a new array of out_dtype."""
+    out = np.empty_like(x, dtype=out_dtype)            # the input's memory order, whatever happens below
     if len(axes) > 1:
         # normalise jointly: the axes moved last (a view) and merged (a copy only when their strides don't chain)
         k = len(axes)
         moved = np.moveaxis(x, axes, range(-k, 0))
-        merged = moved.reshape(moved.shape[:-k] + (-1,))
+        merged = moved.reshape(moved.shape[:-k] + (int(np.prod(moved.shape[-k:])),))
         result = _compute(merged, (merged.ndim - 1,), out_dtype, op, negate)
-        return np.moveaxis(result.reshape(moved.shape), range(-k, 0), axes)
-    out = np.empty_like(x, dtype=out_dtype)
+        np.copyto(out, np.moveaxis(result.reshape(moved.shape), range(-k, 0), axes))
+        return out
     if out.size == 0:
         return out
     if x.ndim == 0:
@@ -190,9 +191,10 @@ def _family(name: str, op: int, negate: bool, input: Any, dim: Any, dtype: Any, 
         # masked-out entries take no part: they become -inf (+inf for softmin, which negates), and get 0 (-inf for
         # log_softmax) in the result, so a fully masked row is all 0 / -inf rather than NaN, as in JAX
         hidden = np.inf if negate else -np.inf
-        x = np.where(mask, x, np.array(hidden, dtype=x.dtype))
+        x = x.copy(order="K")                            # (copies keep the input's memory order)
+        np.copyto(x, np.array(hidden, dtype=x.dtype), where=~mask)
         result = _compute(x, axes, out_dtype, op, negate)
-        result = np.where(mask, result, np.array(-np.inf if op == _core.OP_LOG_SOFTMAX else 0.0, out_dtype))
+        np.copyto(result, np.array(-np.inf if op == _core.OP_LOG_SOFTMAX else 0.0, out_dtype), where=~mask)
     elif (out is not None and len(axes) == 1 and x.ndim > 0 and out.size > 0 and out.dtype.isnative
           and out.flags.aligned and not np.may_share_memory(out, x)):
         _core.softmax_into(x, out, axes[0], op, negate)          # straight into the caller's array
