@@ -6,14 +6,18 @@ Run from the repository root::
     python benchmarks/compare.py             # full run, 1-3 minutes (a ~10 s budget per case)
     python benchmarks/compare.py --quick     # fewer repeats, under a minute (a ~3 s budget per case)
     python benchmarks/compare.py --cases f16 dim0 --kernels baseline
+    python benchmarks/compare.py --family    # log_softmax and the backward functions instead
+    python benchmarks/compare.py --threads   # 1 vs 2 threads (csoftmax's pool, torch, two Python threads)
+    python benchmarks/compare.py --all       # the three tables (--quick --all: a few minutes)
 
 For every case (shape, dtype, dim, layout) it times, INTERLEAVED: one sample of every implementation per
 round, the order shuffled each round, rounds repeated until the case's time budget is spent, then the median
 per implementation. A noisy neighbour on this shared machine therefore slows all implementations of a round
 alike instead of ruining one column, and the median discards the rounds it hit hardest.
 
-Implementations (columns):
-  csoftmax       csoftmax.softmax(x, dim), the kernel set named at the top (single-threaded)
+Implementations (columns) of the main table (softmax):
+  csoftmax       csoftmax.softmax(x, dim), the kernel set named at the top, pinned to 1 thread
+                 (csoftmax.set_num_threads(1) before every sample: its default is all CPUs)
   torch 1t       torch.softmax(t, dim) with torch.set_num_threads(1) - the like-for-like comparison
   torch Nt       the same with torch's default thread count (all cores)
   scipy          scipy.special.softmax(x, axis=dim)
@@ -21,6 +25,12 @@ Implementations (columns):
   x.copy()       floor: allocate + copy the input (what any out-of-place op must at least do)
   copyto         floor: np.copyto(out, x) into a preallocated out (pure memory traffic, no allocation)
   np.exp         floor of the tiny (3,) case only: np.exp(x), the cost of one ufunc call
+
+The --family table has the same columns for csoftmax.log_softmax (torch.log_softmax, scipy.special.log_softmax,
+the three-line NumPy log-softmax) and for csoftmax.softmax_backward / log_softmax_backward (torch's backward
+kernels torch._softmax_backward_data / torch._log_softmax_backward_data, the ops autograd calls, timed
+directly; NumPy's formula; the floors copy the upstream gradient). The --threads table times csoftmax and torch
+with 1 and 2 threads, and two Python threads calling csoftmax at once.
 
 Peers that are not installed are skipped with a note. The table ends with the ratios the issue sets targets
 for: torch(1 thread)/csoftmax (a speedup: higher is better) and csoftmax/floor (lower is better).
@@ -36,6 +46,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -91,6 +102,8 @@ class Case:
     floor: str = "x.copy()"  # which implementation the "cs/floor" ratio divides by
     floor_target: Optional[float] = None  # the issue's target: csoftmax / floor <= this (None: no target)
     torch_target: Optional[float] = None  # the issue's target: torch(1 thread) / csoftmax >= this
+    # what is timed: "softmax" (main table), "log_softmax", "softmax_backward", "log_softmax_backward" (--family)
+    op: str = "softmax"
 
 
 def _randn(shape, dtype):
@@ -123,6 +136,62 @@ CASES = [
     Case("(3,) f32", _randn((3,), np.float32), -1, floor="np.exp", floor_target=2, torch_target=3),
 ]
 
+# --family: the issue's targets for log_softmax and the backward functions are torch(1 thread)/csoftmax >= 3 on
+# the big last-dim shape and >= 5 on dim 0, and csoftmax within 2x of x.copy() (there). The smaller log_softmax
+# shapes have no target: their ratios are for information. For the backward rows x.copy() copies the upstream
+# gradient, one input-sized array (the backward reads two such arrays and writes one).
+FAMILY_CASES = [
+    Case("log_softmax (4096,4096) last", _randn((4096, 4096), np.float32), -1, floor_target=2, torch_target=3,
+         op="log_softmax"),
+    Case("log_softmax (4096,4096) dim0", _randn((4096, 4096), np.float32), 0, floor_target=2, torch_target=5,
+         op="log_softmax"),
+    Case("log_softmax (64,1000) last", _randn((64, 1000), np.float32), -1, op="log_softmax"),
+    Case("log_softmax (1e6,) f64", _randn((1_000_000,), np.float64), -1, op="log_softmax"),
+    Case("softmax_backward (4096,4096) last", _randn((4096, 4096), np.float32), -1, floor_target=2,
+         torch_target=3, op="softmax_backward"),
+    Case("softmax_backward (4096,4096) dim0", _randn((4096, 4096), np.float32), 0, floor_target=2,
+         torch_target=5, op="softmax_backward"),
+    Case("log_softmax_backward (4096,4096) last", _randn((4096, 4096), np.float32), -1, floor_target=2,
+         torch_target=3, op="log_softmax_backward"),
+    Case("log_softmax_backward (4096,4096) dim0", _randn((4096, 4096), np.float32), 0, floor_target=2,
+         torch_target=5, op="log_softmax_backward"),
+]
+
+
+@dataclass
+class ThreadCase:
+    name: str
+    make: Callable[[np.random.Generator], np.ndarray]
+    dim: int
+    kind: str  # "L3": fits the last-level cache; "memory": memory-bound; "python threads": the GIL-release row
+    torch_target: Optional[float] = None  # torch(2 threads)/csoftmax(2 threads) >= this: the single-thread target
+
+    @property
+    def speedup_target(self) -> float:
+        """The issue's target for csoftmax 2 threads vs 1: >= 1.7x where the data fits the cache (and for two Python
+        threads), never slower (>= 1x) where memory bandwidth, shared by both cores, is the limit."""
+        return 1.0 if self.kind == "memory" else 1.7
+
+
+THREADS = 2  # the thread count compared with 1 (the machine this was written for has 2 cores)
+PY_THREAD_CALLS = 10  # calls per Python thread in the "two Python threads" row
+
+# --threads: the memory-bound shapes of the main table (input + output beyond the 32 MiB L3 of the reference
+# machine) with their single-thread torch targets, and two shapes of 8 MiB that fit in L3. Those have no
+# single-thread target of their own: they borrow the (4096,4096) rows' targets of the same dim (3x last, 5x dim0).
+THREAD_CASES = [
+    ThreadCase("(4096,4096) last", _randn((4096, 4096), np.float32), -1, "memory", torch_target=3),
+    ThreadCase("(4096,4096) dim0", _randn((4096, 4096), np.float32), 0, "memory", torch_target=5),
+    ThreadCase("(1e6,10) last", _randn((1_000_000, 10), np.float32), -1, "memory", torch_target=8),
+    ThreadCase("(8,12,256,256) last", _randn((8, 12, 256, 256), np.float32), -1, "memory", torch_target=1.5),
+    ThreadCase("(1024,2048) last", _randn((1024, 2048), np.float32), -1, "L3", torch_target=3),
+    ThreadCase("(1024,2048) dim0", _randn((1024, 2048), np.float32), 0, "L3", torch_target=5),
+    ThreadCase("(512,2048) f64 last", _randn((512, 2048), np.float64), -1, "L3", torch_target=3),
+    ThreadCase("(512,2048) f64 dim0", _randn((512, 2048), np.float64), 0, "L3", torch_target=5),
+    # two arrays, one per Python thread, each softmax'ed PY_THREAD_CALLS times with csoftmax.set_num_threads(1)
+    ThreadCase("two Python threads (4096,2048) last", _randn((2, 4096, 2048), np.float32), -1, "python threads"),
+]
+
 
 # --------------------------------------------------------------------------------------------------------
 # Implementations
@@ -135,12 +204,37 @@ def numpy_softmax(x, axis):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def numpy_log_softmax(x, axis):
+    """The three-line log-softmax most NumPy users write (shift by the max, then subtract the log of the sum)."""
+    s = x - x.max(axis=axis, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+
+
+def numpy_softmax_backward(g, y, axis):
+    """Gradient of softmax from its output y and the upstream gradient g: y * (g - sum(g * y))."""
+    return y * (g - (g * y).sum(axis=axis, keepdims=True))
+
+
+def numpy_log_softmax_backward(g, y, axis):
+    """Gradient of log_softmax from its output y and the upstream gradient g: g - exp(y) * sum(g)."""
+    return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+
+
+CS_FUNCS = {"log_softmax": csoftmax.log_softmax, "softmax_backward": csoftmax.softmax_backward,
+            "log_softmax_backward": csoftmax.log_softmax_backward}
+NUMPY_FUNCS = {"log_softmax": numpy_log_softmax, "softmax_backward": numpy_softmax_backward,
+               "log_softmax_backward": numpy_log_softmax_backward}
+
+
 @dataclass
 class Impl:
     name: str
     fn: Callable[[], object]  # zero-argument call that does exactly the timed work
     before: Optional[Callable[[], None]] = None  # untimed setup before each sample (torch's thread count)
     number: int = 1  # calls per sample, calibrated so one sample is long enough to time
+    # --threads only: seconds to wait (untimed) after this implementation's sample, before the next one
+    settle: float = 0.0
+    warm: bool = False  # --threads only: one untimed call right before every sample (after `before`)
     times: list = field(default_factory=list)  # seconds per call, one entry per round
 
 
@@ -158,7 +252,9 @@ def build_impls(case: Case, x: np.ndarray, notes: list) -> list[Impl]:
     """The timed callables for one case. functools.partial rather than lambdas where possible: every column
     then pays the same small per-call Python overhead, which matters for the tiny cases."""
     dim = case.dim
-    impls = [Impl("csoftmax", functools.partial(csoftmax.softmax, x, dim))]
+    # csoftmax's thread count is process-wide too (its default is all CPUs): pinned to 1 before every sample
+    impls = [Impl("csoftmax", functools.partial(csoftmax.softmax, x, dim),
+                  before=functools.partial(csoftmax.set_num_threads, 1))]
     if torch is not None:
         t = _torch_tensor(x, notes)
         # The thread count is global to torch, so it is set before every sample, outside the timed region.
@@ -178,6 +274,195 @@ def build_impls(case: Case, x: np.ndarray, notes: list) -> list[Impl]:
     return impls
 
 
+def prepare_family(case: Case, rng: np.random.Generator) -> tuple:
+    """The inputs of one --family case: (x,) for log_softmax; (g, y) for a backward function, y being the
+    forward's output (computed in float64 by NumPy, so it does not depend on the kernels under test) and g a
+    standard-normal upstream gradient."""
+    x = case.make(rng)
+    if case.op == "log_softmax":
+        return (x,)
+    forward = numpy_softmax if case.op == "softmax_backward" else numpy_log_softmax
+    y = forward(x.astype(np.float64), case.dim).astype(x.dtype)
+    del x
+    g = rng.standard_normal(y.shape, dtype=np.float32).astype(y.dtype, copy=False)
+    return g, y
+
+
+def _reference(case: Case, args: tuple) -> np.ndarray:
+    """float64 result of case.op on args (the NumPy formulas in float64)."""
+    return NUMPY_FUNCS[case.op](*(a.astype(np.float64) for a in args), case.dim)
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    # log_softmax values are O(10) and backward values are small: an absolute tolerance scaled to the result
+    scale = float(np.max(np.abs(want))) or 1.0
+    return bool(np.allclose(got.astype(np.float64), want, rtol=1e-4, atol=1e-5 * scale))
+
+
+def check_family(case: Case, args: tuple) -> Optional[str]:
+    """check_result for the --family ops: csoftmax against a float64 NumPy reference before timing."""
+    try:
+        got = CS_FUNCS[case.op](*args, case.dim)
+    except Exception as exc:
+        return f"csoftmax raised {type(exc).__name__}: {exc}"
+    if got.shape != args[0].shape or got.dtype != args[0].dtype:
+        return f"csoftmax returned {got.dtype}{got.shape}, expected {args[0].dtype}{args[0].shape}"
+    if not _close(got, _reference(case, args)):
+        return f"csoftmax.{case.op} result differs from the NumPy reference"
+    return None
+
+
+# How torch's backward is timed (reported in the notes): the op autograd's SoftmaxBackward0 /
+# LogSoftmaxBackward0 nodes call, directly, when this torch has it; otherwise torch.autograd.grad on a graph
+# built once (which adds autograd's bookkeeping: checks, a ones-free grad accumulation, Python overhead).
+TORCH_BACKWARD_OPS = {"softmax_backward": "_softmax_backward_data",
+                      "log_softmax_backward": "_log_softmax_backward_data"}
+
+
+def _torch_family_fn(case: Case, args: tuple, notes: list) -> Callable[[], object]:
+    dim = case.dim
+    if case.op == "log_softmax":
+        return functools.partial(torch.log_softmax, _torch_tensor(args[0], notes), dim)
+    g, y = args
+    gt, yt = _torch_tensor(g, notes), _torch_tensor(y, notes)
+    op = getattr(torch, TORCH_BACKWARD_OPS[case.op], None)
+    if op is not None:
+        # signature (grad_output, output, dim, input_dtype); input_dtype: the forward's input dtype (no cast here)
+        fn = functools.partial(op, gt, yt, dim, yt.dtype)
+        how = f"torch.{TORCH_BACKWARD_OPS[case.op]}(g, y, dim, dtype) (the kernel autograd runs, called directly)"
+    else:
+        # A graph whose output is y (to rounding), built once; only the backward is timed. Inputs with that
+        # output: softmax(log y) = y since y sums to 1, log_softmax(y) = y since exp(y) sums to 1.
+        if case.op == "softmax_backward":
+            xt, forward = torch.log(torch.from_numpy(y)), torch.softmax
+        else:
+            xt, forward = torch.from_numpy(y).clone(), torch.log_softmax
+        xt.requires_grad_()
+        yt = forward(xt, dim)
+        fn = functools.partial(torch.autograd.grad, yt, xt, gt, retain_graph=True)
+        how = "torch.autograd.grad(y, x, g, retain_graph=True) on a graph built once"
+    notes.append(f"torch backward timed as {how}")
+    # the timed callable must compute the same gradient (same y, same g) as csoftmax, or the comparison is moot
+    got = fn()
+    got = got[0] if isinstance(got, tuple) else got
+    if not _close(got.detach().numpy(), _reference(case, args)):
+        notes.append("torch's backward result differs from the NumPy reference: its timing may be of other work")
+    return fn
+
+
+def build_family_impls(case: Case, args: tuple, notes: list) -> list[Impl]:
+    """The timed callables of one --family case: the same columns as the main table."""
+    dim = case.dim
+    impls = [Impl("csoftmax", functools.partial(CS_FUNCS[case.op], *args, dim),
+                  before=functools.partial(csoftmax.set_num_threads, 1))]
+    if torch is not None:
+        fn = _torch_family_fn(case, args, notes)
+        impls.append(Impl("torch 1t", fn, before=functools.partial(torch.set_num_threads, 1)))
+        if TORCH_ALL_THREADS > 1:
+            impls.append(Impl(f"torch {TORCH_ALL_THREADS}t", fn,
+                              before=functools.partial(torch.set_num_threads, TORCH_ALL_THREADS)))
+    if scipy is not None and case.op == "log_softmax":  # SciPy has no softmax gradients
+        impls.append(Impl("scipy", functools.partial(scipy.special.log_softmax, args[0], axis=dim)))
+    impls.append(Impl("numpy", functools.partial(NUMPY_FUNCS[case.op], *args, dim)))
+    x = args[0]  # the input (log_softmax) or the upstream gradient (backward): one input-sized array
+    impls.append(Impl("x.copy()", x.copy))
+    out = np.empty(x.shape, x.dtype)
+    impls.append(Impl("copyto", functools.partial(np.copyto, out, x)))
+    return impls
+
+
+def prepare_threads(case: ThreadCase, rng: np.random.Generator):
+    x = case.make(rng)
+    return (x[0], x[1]) if case.kind == "python threads" else x
+
+
+def _repeat_softmax(x: np.ndarray, dim: int, calls: int) -> None:
+    for _ in range(calls):
+        csoftmax.softmax(x, dim)
+
+
+def _one_python_thread(a: np.ndarray, b: np.ndarray, dim: int, calls: int) -> None:
+    """Both arrays' calls, one after the other, on the calling thread."""
+    _repeat_softmax(a, dim, calls)
+    _repeat_softmax(b, dim, calls)
+
+
+def _two_python_threads(a: np.ndarray, b: np.ndarray, dim: int, calls: int) -> None:
+    """The same calls, a's on one Python thread and b's on another, at once (the kernels release the GIL)."""
+    errors = []
+
+    def work(x):
+        try:
+            _repeat_softmax(x, dim, calls)
+        except BaseException as exc:  # re-raised on the calling thread: a failing sample must not pass silently
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(x,)) for x in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def check_threads(case: ThreadCase, data) -> Optional[str]:
+    """csoftmax with 1 and THREADS threads: both right, and bit-identical (as csoftmax promises)."""
+    saved = csoftmax.get_num_threads()
+    x = data[0] if case.kind == "python threads" else data
+    try:
+        problem = check_result(case, x)
+        if problem:
+            return problem
+        results = []
+        for n in (1, THREADS):
+            csoftmax.set_num_threads(n)
+            results.append(csoftmax.softmax(x, case.dim))
+        if not np.array_equal(results[0].view(np.uint8), results[1].view(np.uint8)):
+            return f"csoftmax's results with 1 and {THREADS} threads are not bit-identical"
+    except Exception as exc:
+        return f"csoftmax raised {type(exc).__name__}: {exc}"
+    finally:
+        csoftmax.set_num_threads(saved)
+    return None
+
+
+# torch's OpenMP workers (libgomp) keep spinning on their cores for ~5 ms after a multi-threaded call, so that
+# torch's next call starts at once. A sample of another column within that time finds a core taken: csoftmax's
+# 2-thread calls ran ~15% slower right after a torch 2-thread call (and a 1-thread (4096,4096) call ~20%). So in
+# the threads table, after each multi-threaded torch sample the timing waits this long (untimed) first.
+TORCH_SPIN_SETTLE = 0.02
+
+
+def build_thread_impls(case: ThreadCase, data, notes: list) -> list[Impl]:
+    """csoftmax and torch with 1 and THREADS threads (each thread count set before every sample, outside the
+    timing); for the Python-threads row, one Python thread doing both arrays' calls vs two doing one array each,
+    csoftmax at 1 thread either way. Their columns reuse "cs 1t" / "cs 2t"; times are per softmax call.
+
+    Every sample of a shape row starts with one untimed call (warm=True): the cache-sized inputs and outputs are
+    then in L3 and the pool's threads (and the idle vCPU they run on) are awake, i.e. the regime of a program
+    calling softmax repeatedly, which is what the 1.7x target is about. Without it a sample follows other
+    columns' samples (and a settle pause): on this VM an 8 MiB call then ran 1.5-2x slower, mostly from DRAM,
+    and 2 threads gained little over 1."""
+    cs1 = functools.partial(csoftmax.set_num_threads, 1)
+    if case.kind == "python threads":  # samples of 20 calls: the first call's warm-up does not matter
+        a, b = data
+        return [Impl("cs 1t", functools.partial(_one_python_thread, a, b, case.dim, PY_THREAD_CALLS), before=cs1),
+                Impl(f"cs {THREADS}t", functools.partial(_two_python_threads, a, b, case.dim, PY_THREAD_CALLS),
+                     before=cs1)]
+    x, dim = data, case.dim
+    impls = [Impl("cs 1t", functools.partial(csoftmax.softmax, x, dim), before=cs1, warm=True),
+             Impl(f"cs {THREADS}t", functools.partial(csoftmax.softmax, x, dim),
+                  before=functools.partial(csoftmax.set_num_threads, THREADS), warm=True)]
+    if torch is not None:
+        t = _torch_tensor(x, notes)
+        for n in (1, THREADS):
+            impls.append(Impl(f"torch {n}t", functools.partial(torch.softmax, t, dim),
+                              before=functools.partial(torch.set_num_threads, n), warm=True,
+                              settle=TORCH_SPIN_SETTLE if n > 1 else 0.0))
+    return impls
+
+
 # --------------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------------
@@ -189,6 +474,8 @@ def _sample(impl: Impl) -> float:
     if impl.before is not None:
         impl.before()
     fn = impl.fn
+    if impl.warm:
+        fn()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -228,6 +515,8 @@ def time_case(impls: list[Impl], budget: float, min_rounds: int, max_rounds: int
         except Exception as exc:
             notes.append(f"{impl.name} skipped: {type(exc).__name__}: {exc}")
             impls.remove(impl)
+        if impl.settle:
+            time.sleep(impl.settle)
     start = time.perf_counter()
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget):
@@ -235,8 +524,39 @@ def time_case(impls: list[Impl], budget: float, min_rounds: int, max_rounds: int
         rng.shuffle(order)  # no implementation always runs right after the same other one (caches, clocks)
         for impl in order:
             impl.times.append(_sample(impl))
+            if impl.settle:
+                time.sleep(impl.settle)  # untimed: see TORCH_SPIN_SETTLE (threads table)
         rounds += 1
     return rounds
+
+
+class LoadMeter:
+    """How many CPUs other processes kept busy while a case ran: the machine's busy time (/proc/stat, steal time
+    included: another VM on the same host) minus this process's CPU time, over the wall time. On 2 cores even
+    0.5 of a core used elsewhere ruins a 2-thread timing; the threads table shows it per row, the other tables
+    in a note. None where /proc/stat is unreadable (not Linux)."""
+
+    _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @classmethod
+    def _machine_busy(cls) -> Optional[float]:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(n) for n in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        except (OSError, ValueError):
+            return None
+        return (sum(v) - v[3] - v[4]) / cls._TICK
+
+    def __init__(self):
+        self.busy, self.own, self.wall = self._machine_busy(), time.process_time(), time.perf_counter()
+
+    def other_cpus(self) -> Optional[float]:
+        busy = self._machine_busy()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        other = (busy - self.busy) - (time.process_time() - self.own)
+        return max(0.0, other / wall) if wall > 0 else None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -285,6 +605,23 @@ def check_result(case: Case, x: np.ndarray) -> Optional[str]:
     return None
 
 
+def target_check(value: Optional[float], target: Optional[float], higher_is_better: bool) -> str:
+    if target is None:
+        return "-"
+    if value is None:
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "MISSED"
+
+
+def _iqr_pct(times: list) -> Optional[float]:
+    """Interquartile range of a column's samples relative to their median, in percent."""
+    if len(times) < 2:
+        return None
+    q = statistics.quantiles(times, n=4)
+    return 100 * (q[2] - q[0]) / q[1] if q[1] else None
+
+
 def summarize(case: Case, impls: list[Impl]) -> dict:
     med = {i.name: statistics.median(i.times) for i in impls if i.times}
     cs = med.get("csoftmax")
@@ -294,14 +631,7 @@ def summarize(case: Case, impls: list[Impl]) -> dict:
     speedup = t1 / cs if (cs and t1) else None
     speedup_n = tn / cs if (cs and tn) else None
     floor_ratio = cs / floor if (cs and floor) else None
-
-    def check(value, target, higher_is_better):
-        if target is None:
-            return "-"
-        if value is None:
-            return "n/a"
-        ok = value >= target if higher_is_better else value <= target
-        return "met" if ok else "MISSED"
+    check = target_check
 
     # spread of csoftmax's samples (interquartile range relative to the median): how much to trust the row
     cs_times = next((i.times for i in impls if i.name == "csoftmax"), [])
@@ -340,6 +670,51 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         cells.append(fmt_ratio(r["floor_ratio"]) + ("" if r["floor"] == "x.copy()" else f" ({r['floor']})"))
         cells += [f"{ft}, {tt}", f"{r['floor_check']}, {r['torch_check']}",
                   "-" if r["cs_iqr_pct"] is None else f"{r['cs_iqr_pct']:.0f}%"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def summarize_threads(case: ThreadCase, impls: list[Impl]) -> dict:
+    # the Python-threads samples each make 2 * PY_THREAD_CALLS softmax calls: report the time per call
+    per = 2 * PY_THREAD_CALLS if case.kind == "python threads" else 1
+    med = {i.name: statistics.median(i.times) / per for i in impls if i.times}
+    c1, c2 = med.get("cs 1t"), med.get(f"cs {THREADS}t")
+    t1, t2 = med.get("torch 1t"), med.get(f"torch {THREADS}t")
+    speedup = c1 / c2 if (c1 and c2) else None
+    vs_t2 = t2 / c2 if (t2 and c2) else None
+    by_name = {i.name: i.times for i in impls}
+    return {
+        "case": case.name,
+        "kind": case.kind,
+        "medians": med,
+        "rounds": max((len(i.times) for i in impls), default=0),
+        "speedup_threads": speedup,
+        "speedup_torch1": t1 / c1 if (t1 and c1) else None,
+        "speedup_torch2": vs_t2,
+        "speedup_target": case.speedup_target,
+        "torch_target": case.torch_target,
+        "speedup_check": target_check(speedup, case.speedup_target, True),
+        "torch_check": target_check(vs_t2, case.torch_target, True),
+        "cs_iqr_pct": [_iqr_pct(by_name.get("cs 1t", [])), _iqr_pct(by_name.get(f"cs {THREADS}t", []))],
+    }
+
+
+def print_threads_table(rows: list[dict]) -> None:
+    n = THREADS
+    head = ["case", "cs 1t", f"cs {n}t", "torch 1t", f"torch {n}t", f"cs {n}t/1t (speedup)", "torch1t/cs1t",
+            f"torch{n}t/cs{n}t", f"target ({n}t/1t, torch{n}t/cs{n}t)", "meets", f"cs IQR (1t, {n}t)",
+            "other load"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" if h == "case" else "--:" for h in head) + "|")
+    for r in rows:
+        m = r["medians"]
+        tt = f">={r['torch_target']:g}x" if r["torch_target"] is not None else "-"
+        iqr = ", ".join("-" if v is None else f"{v:.0f}%" for v in r["cs_iqr_pct"])
+        cells = [r["case"] + (" **WRONG**" if r.get("problem") else ""),
+                 fmt_time(m.get("cs 1t")), fmt_time(m.get(f"cs {n}t")),
+                 fmt_time(m.get("torch 1t")), fmt_time(m.get(f"torch {n}t")),
+                 fmt_ratio(r["speedup_threads"]), fmt_ratio(r["speedup_torch1"]), fmt_ratio(r["speedup_torch2"]),
+                 f">={r['speedup_target']:g}x, {tt}", f"{r['speedup_check']}, {r['torch_check']}", iqr,
+                 "-" if r.get("other_load") is None else f"{r['other_load']:.2f} CPU"]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -388,15 +763,78 @@ def write_png(rows: list[dict], path: str, title: str) -> Optional[str]:
 # --------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Table:
+    key: str  # "main", "family", "threads": the option that selects it and its key in --json
+    heading: str
+    cases: list
+    prepare: Callable  # (case, np_rng) -> the inputs
+    check: Callable  # (case, inputs) -> problem or None
+    build: Callable  # (case, inputs, notes) -> impls
+    summarize: Callable  # (case, impls) -> row
+    progress: str  # the column shown on the progress line
+
+
+TABLES = [
+    Table("main", "softmax (main table)", CASES, lambda case, rng: case.make(rng), check_result, build_impls,
+          summarize, "csoftmax"),
+    Table("family", "log_softmax and the backward functions (--family)", FAMILY_CASES, prepare_family,
+          check_family, build_family_impls, summarize, "csoftmax"),
+    Table("threads", f"1 vs {THREADS} threads (--threads)", THREAD_CASES, prepare_threads, check_threads,
+          build_thread_impls, summarize_threads, f"cs {THREADS}t"),
+]
+
+
+def run_table(table: Table, cases: list, timing: tuple, np_rng: np.random.Generator, order_rng: random.Random):
+    """Time every case of one table: returns (rows, raw times, columns in order of appearance, notes, seconds)."""
+    budget, min_rounds, max_rounds, min_sample = timing
+    rows, raw = [], {}
+    columns: list[str] = []
+    case_notes: list[str] = []
+    t_start = time.perf_counter()
+    for case in cases:
+        data = table.prepare(case, np_rng)
+        notes: list[str] = []
+        problem = table.check(case, data)
+        impls = table.build(case, data, notes)
+        load = LoadMeter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. overflow warnings of the naive float16 NumPy path
+            rounds = time_case(impls, budget, min_rounds, max_rounds, min_sample, order_rng, notes)
+        row = table.summarize(case, impls)
+        row["problem"] = problem
+        row["other_load"] = load.other_cpus()
+        rows.append(row)
+        raw[case.name] = {i.name: {"number": i.number, "times": i.times} for i in impls}
+        for i in impls:
+            if i.name not in columns:
+                columns.append(i.name)
+        for n in notes + ([problem] if problem else []):
+            case_notes.append(f"{case.name}: {n}")
+        # progress on stderr, so stdout stays a clean report
+        print(f"  {case.name}: {rounds} rounds, {table.progress} {fmt_time(row['medians'].get(table.progress))}",
+              file=sys.stderr, flush=True)
+        del data, impls  # free the large inputs before the next case allocates its own
+    return rows, raw, columns, case_notes, time.perf_counter() - t_start
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (whole run about a minute)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (the main table in about a minute)")
     # Case names contain commas, so several filters are separate words: --cases f16 dim0
     p.add_argument("--cases", nargs="+", action="extend", default=[], metavar="SUBSTRING",
                    help="only cases whose name contains one of these substrings (case-insensitive, spaces "
                         "ignored), e.g. --cases f16 dim0 '(3,)'")
+    p.add_argument("--main", action="store_true",
+                   help="the main table (softmax); the default when no table is chosen")
+    p.add_argument("--family", action="store_true",
+                   help="the log_softmax / softmax_backward / log_softmax_backward table")
+    p.add_argument("--threads", action="store_true",
+                   help=f"the 1 vs {THREADS} threads table (csoftmax's pool, torch, two Python threads)")
+    p.add_argument("--all", action="store_true", help="the three tables")
     p.add_argument("--kernels", help="switch csoftmax to this kernel set first (see csoftmax.show_config())")
-    p.add_argument("--png", default=os.path.join(HERE, "compare.png"), help="chart path (default: %(default)s)")
+    p.add_argument("--png", default=os.path.join(HERE, "compare.png"),
+                   help="chart of the main table (default: %(default)s)")
     p.add_argument("--no-png", action="store_true", help="do not write the chart")
     p.add_argument("--json", help="also write the raw per-round times and the summary to this JSON file")
     p.add_argument("--budget", type=float, help="seconds of timing per case (default 10, --quick 3)")
@@ -415,17 +853,28 @@ def main(argv=None) -> int:
             return 2
         cs_core.use_kernels(args.kernels)
 
+    chosen = {t.key for t in TABLES if args.all or getattr(args, t.key)} or {"main"}
     wanted = [s.replace(" ", "").lower() for s in args.cases if s.strip()]
-    cases = [c for c in CASES if not wanted or any(w in c.name.replace(" ", "").lower() for w in wanted)]
-    if not cases:
-        print(f"no case matches --cases {args.cases!r}; cases: {[c.name for c in CASES]}", file=sys.stderr)
+    selected = []  # (table, its cases)
+    for table in TABLES:
+        if table.key in chosen:
+            cases = [c for c in table.cases
+                     if not wanted or any(w in c.name.replace(" ", "").lower() for w in wanted)]
+            if cases:
+                selected.append((table, cases))
+    if not selected:
+        names = [c.name for t in TABLES if t.key in chosen for c in t.cases]
+        print(f"no case matches --cases {args.cases!r}; cases: {names}", file=sys.stderr)
         return 2
 
     cfg = cs_config()
+    default_threads = cfg.get("default_num_threads", csoftmax.get_num_threads())
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs; csoftmax reports: {cfg['cpu']})")
     print(f"csoftmax {cfg['version']} from {os.path.dirname(csoftmax.__file__)}; active kernels: "
           f"{cfg['active']} (available: {', '.join(cfg['available'])})"
           + (f"; forced by CSOFTMAX_ISA={cfg['forced_by']}" if cfg["forced_by"] else ""))
+    print(f"csoftmax threads: 1 in the main and family tables (set before every sample; its default here: "
+          f"{default_threads})" + (f"; 1 and {THREADS} in the threads table" if "threads" in chosen else ""))
     versions = [f"numpy {np.__version__}", f"python {platform.python_version()}"]
     if torch is not None:
         versions.append(f"torch {torch.__version__} (1 and {TORCH_ALL_THREADS} threads)")
@@ -436,6 +885,8 @@ def main(argv=None) -> int:
           f"samples >= {min_sample * 1e3:g} ms{' (--quick)' if args.quick else ''}")
     for note in NOTES:
         print(f"note: {note}")
+    if "threads" in chosen and (os.cpu_count() or 1) < THREADS:
+        print(f"note: this machine has fewer than {THREADS} CPUs: the threads table measures oversubscription")
     print(flush=True)  # the header shows before the progress lines (stderr) when both go to one file
 
     # glibc's malloc serves big blocks with mmap until a freed mmapped block raises its threshold (up to 32 MiB);
@@ -447,49 +898,66 @@ def main(argv=None) -> int:
     del ballast
     np_rng = np.random.default_rng(0)
     order_rng = random.Random(0)
-    rows, raw = [], {}
-    columns: list[str] = []
-    case_notes: list[str] = []
-    t_start = time.perf_counter()
-    for case in cases:
-        x = case.make(np_rng)
-        notes: list[str] = []
-        problem = check_result(case, x)
-        impls = build_impls(case, x, notes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. overflow warnings of the naive float16 NumPy path
-            rounds = time_case(impls, budget, min_rounds, max_rounds, min_sample, order_rng, notes)
-        row = summarize(case, impls)
-        row["problem"] = problem
-        rows.append(row)
-        raw[case.name] = {i.name: {"number": i.number, "times": i.times} for i in impls}
-        for i in impls:
-            if i.name not in columns:
-                columns.append(i.name)
-        for n in notes + ([problem] if problem else []):
-            case_notes.append(f"{case.name}: {n}")
-        # progress on stderr, so stdout stays a clean report
-        print(f"  {case.name}: {rounds} rounds, csoftmax {fmt_time(row['medians'].get('csoftmax'))}", file=sys.stderr,
-              flush=True)
-        del x, impls  # free the large inputs before the next case allocates its own
-    elapsed = time.perf_counter() - t_start
+    timing = (budget, min_rounds, max_rounds, min_sample)
+    saved_threads = csoftmax.get_num_threads()
+    results = {}
+    try:
+        for table, cases in selected:
+            results[table.key] = run_table(table, cases, timing, np_rng, order_rng)
+    finally:
+        csoftmax.set_num_threads(saved_threads)  # main() may be called from a program that goes on
 
-    print_table(rows, columns)
-    print()
-    print(f"({len(rows)} cases in {elapsed:.0f} s. torch1t/cs: how many times slower single-threaded torch is "
-          f"(higher is better for csoftmax); cs/floor: csoftmax time / x.copy() time, or / the case's "
-          f"floor in parentheses (lower is better); cs IQR: interquartile range of csoftmax's samples.)")
-    for n in case_notes:
-        print(f"note: {n}")
+    several = len(selected) > 1
+    for table, _ in selected:
+        rows, raw, columns, case_notes, elapsed = results[table.key]
+        if several or table.key != "main":  # the default run prints the main table alone, as it always did
+            print(f"## {table.heading}")
+            print()
+        if table.key == "threads":
+            print_threads_table(rows)
+            print()
+            print(f"({len(rows)} cases in {elapsed:.0f} s. cs {THREADS}t/1t: csoftmax's time with 1 thread / with "
+                  f"{THREADS} (higher is better); torch1t/cs1t, torch{THREADS}t/cs{THREADS}t: how many times slower "
+                  f"torch is at the same thread count; targets: {THREADS}t/1t >= 1.7x on the cache-sized shapes "
+                  f"and for two Python threads, >= 1x (never slower) on the memory-bound ones, and "
+                  f"torch{THREADS}t/cs{THREADS}t at least the single-thread target. Two Python threads: cs 1t is "
+                  f"one Python thread making both arrays' {PY_THREAD_CALLS}+{PY_THREAD_CALLS} calls, "
+                  f"cs {THREADS}t two Python threads making {PY_THREAD_CALLS} each at once, csoftmax at 1 thread; "
+                  f"times per call, so the ratio is the throughput gain. cs IQR: interquartile range of the "
+                  f"samples. other load: CPUs kept busy by other processes while the case ran.)")
+        else:
+            print_table(rows, columns)
+            print()
+            print(f"({len(rows)} cases in {elapsed:.0f} s. torch1t/cs: how many times slower single-threaded torch "
+                  f"is (higher is better for csoftmax); cs/floor: csoftmax time / x.copy() time, or / the case's "
+                  f"floor in parentheses (lower is better)"
+                  + ("; for the backward rows x is the upstream gradient" if table.key == "family" else "")
+                  + "; cs IQR: interquartile range of csoftmax's samples.)")
+        for n in case_notes:
+            print(f"note: {n}")
+        loads = [r["other_load"] for r in rows if r.get("other_load") is not None]
+        if loads and max(loads) >= 0.1:
+            print(f"note: other processes kept {statistics.mean(loads):.2f} CPUs busy on average during these cases "
+                  f"(up to {max(loads):.2f} during one; this machine has {os.cpu_count()}): expect noise"
+                  + (", above all in the 2-thread columns" if table.key == "threads" else ""))
+        if several:
+            print()
 
-    if not args.no_png:
+    if "main" in results and not args.no_png:
         title = (f"csoftmax {cfg['version']} [{cfg['active']}] on {cpu_model()}"
                  f"{' (quick)' if args.quick else ''}")
-        skipped = write_png(rows, args.png, title)
+        skipped = write_png(results["main"][0], args.png, title)
         print(f"note: {skipped}" if skipped else f"chart: {args.png}")
     if args.json:
+        # the main table keeps its historical keys ("summary", "raw"); the others go under their own keys
+        dump = {"config": cfg, "cpu_model": cpu_model()}
+        for key, (rows, raw, *_rest) in results.items():
+            if key == "main":
+                dump.update(summary=rows, raw=raw)
+            else:
+                dump[key] = {"summary": rows, "raw": raw}
         with open(args.json, "w") as f:
-            json.dump({"config": cfg, "cpu_model": cpu_model(), "summary": rows, "raw": raw}, f, indent=1)
+            json.dump(dump, f, indent=1)
         print(f"raw times: {args.json}")
     return 0
 

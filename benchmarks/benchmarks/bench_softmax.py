@@ -1,4 +1,4 @@
-"""asv benchmarks of csoftmax.softmax.
+"""asv benchmarks of csoftmax.softmax, log_softmax and the backward functions.
 
 Sizes are moderate (at most a few million elements) so that a full `asv run` stays at a few minutes; the
 large, issue-target cases and the comparison with torch/scipy/NumPy live in benchmarks/compare.py.
@@ -132,3 +132,54 @@ class Memory:
 
     def peakmem_softmax(self, layout, dim):
         csoftmax.softmax(self.x, self.dim)
+
+
+# The family: log_softmax and the two backward functions over the same 2-D shapes as Softmax2D (C order only; the
+# layouts are Softmax2D's concern, and the forward functions share its kernel paths).
+FAMILY_SHAPES = [(1024, 1024), (64, 1000), (65536, 16)]
+
+
+class LogSoftmax:
+    """csoftmax.log_softmax, dtype x shape x dim, with the same copy floor as Softmax2D."""
+
+    params = (DTYPES, FAMILY_SHAPES, [0, -1])
+    param_names = ["dtype", "shape", "dim"]
+
+    def setup(self, dtype, shape, dim):
+        self.x = make_input(shape, dtype, "C")
+        self.dim = dim
+        csoftmax.log_softmax(self.x, dim)  # warm-up
+
+    def time_log_softmax(self, dtype, shape, dim):
+        csoftmax.log_softmax(self.x, self.dim)
+
+    def time_copy_floor(self, dtype, shape, dim):
+        self.x.copy()
+
+
+class Backward:
+    """csoftmax.softmax_backward(grad, output, dim) and log_softmax_backward(grad, output, dim), dtype x shape x
+    dim. The outputs are the forward functions' results on a standard-normal input (computed once, in setup) and
+    grad is another standard-normal array: the backward reads two arrays and writes one, so its floor, a copy of
+    grad, is a lower bound rather than a like-for-like."""
+
+    params = (DTYPES, FAMILY_SHAPES, [0, -1])
+    param_names = ["dtype", "shape", "dim"]
+
+    def setup(self, dtype, shape, dim):
+        x = make_input(shape, dtype, "C")
+        self.dim = dim
+        self.y = csoftmax.softmax(x, dim)
+        self.log_y = csoftmax.log_softmax(x, dim)
+        self.grad = make_input(shape, dtype, "C", seed=1)
+        csoftmax.softmax_backward(self.grad, self.y, dim)  # warm-up
+        csoftmax.log_softmax_backward(self.grad, self.log_y, dim)
+
+    def time_softmax_backward(self, dtype, shape, dim):
+        csoftmax.softmax_backward(self.grad, self.y, self.dim)
+
+    def time_log_softmax_backward(self, dtype, shape, dim):
+        csoftmax.log_softmax_backward(self.grad, self.log_y, self.dim)
+
+    def time_copy_floor(self, dtype, shape, dim):
+        self.grad.copy()
