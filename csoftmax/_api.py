@@ -258,25 +258,35 @@ def _backward_args(name: str, grad: Any, output: Any, dim: Any):
     return g, y, axes
 
 
+def _work_dtype(y: np.ndarray) -> np.dtype:
+    """The result's dtype: output's (native); float16 is worked in float32, as the forward is."""
+    dt = y.dtype.newbyteorder("=")
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
 def softmax_backward(grad: Any, output: Any, dim: Any) -> np.ndarray:
     """Gradient of softmax: ``output * (grad - sum(grad * output, dim))``, as torch's autograd gives for
-    ``y = softmax(x, dim)`` and upstream gradient ``grad``. Result in output's dtype."""
+    ``y = softmax(x, dim)`` and upstream gradient ``grad``. Result in output's dtype; the sums accumulate in
+    float64. (NumPy operations, one temporary of the result's size: not yet a fused kernel.)"""
     g, y, axes = _backward_args("softmax_backward", grad, output, dim)
-    gy = np.multiply(g, y, dtype=np.float64)
-    total = gy.sum(axis=axes, keepdims=True)
-    np.subtract(g, total, out=gy, casting="unsafe")             # the buffer reused: g - total, then times y
-    gy *= y
-    return gy.astype(y.dtype.newbyteorder("="), copy=False)
+    work = _work_dtype(y)
+    result = np.multiply(g, y, dtype=work)
+    total = result.sum(axis=axes, keepdims=True, dtype=np.float64).astype(work)
+    np.subtract(g, total, out=result, dtype=work)             # the buffer reused: g - total, then times y
+    np.multiply(result, y, out=result, dtype=work)
+    return result.astype(y.dtype.newbyteorder("="), copy=False)
 
 
 def log_softmax_backward(grad: Any, output: Any, dim: Any) -> np.ndarray:
     """Gradient of log_softmax: ``grad - exp(output) * sum(grad, dim)``, as torch's autograd gives for
-    ``y = log_softmax(x, dim)``. Result in output's dtype."""
+    ``y = log_softmax(x, dim)``. Result in output's dtype; the sums accumulate in float64. (NumPy operations: not
+    yet a fused kernel.)"""
     g, y, axes = _backward_args("log_softmax_backward", grad, output, dim)
-    total = np.sum(g, axis=axes, keepdims=True, dtype=np.float64)
-    result = np.exp(y, dtype=np.float64)
+    work = _work_dtype(y)
+    total = np.sum(g, axis=axes, keepdims=True, dtype=np.float64).astype(work)
+    result = np.exp(y, dtype=work)
     result *= total
-    np.subtract(g, result, out=result, casting="unsafe")
+    np.subtract(g, result, out=result, dtype=work)
     return result.astype(y.dtype.newbyteorder("="), copy=False)
 
 
