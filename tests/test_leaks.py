@@ -1,0 +1,306 @@
+"""Leak checks: many calls keep Python-level memory (tracemalloc), process memory (RSS) and reference counts flat.
+
+* a million small calls, mixed over the fast path (native float32/float64 ndarray, int dim), the policy path
+  (float16, byte-swapped, axis=, dtype=, lists, 0-d, empty, the Softmax class) and the error paths (TypeError,
+  AxisError): tracemalloc's traced memory, RSS and the number of GC-tracked objects stay flat;
+* a thousand large calls (about a million elements each) over every kernel path (rows, lanes, general/float16,
+  byte-swapped, strided, long rows cut into pieces across threads, widening dtype=): RSS and traced memory flat;
+* reference counts of inputs, dtype objects, dim objects and the Softmax instance are unchanged after many calls,
+  and outputs are referenced by nothing but the caller.
+
+Budgets are far below what a leak of one object or one scratch buffer per call would add (see each test).
+"""
+import gc
+import os
+import sys
+import time
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+
+import csoftmax
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    AxisError = np.AxisError
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MiB = 1 << 20
+# Under AddressSanitizer (tools/sanitize.sh) freed memory sits in a quarantine of up to 256 MB, so RSS says nothing
+# about leaks there: RSS budgets are skipped (tracemalloc, GC objects and reference counts are still checked).
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def report(config, text):
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\n" + text)
+    else:
+        print(text)
+
+
+class _Index:
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+def _small_workloads():
+    """(name, calls, function) of cheap calls; the counts add up to a million."""
+    sm = csoftmax.softmax
+    x64 = np.array([1.0, 2.0, 3.0])
+    x32 = x64.astype(np.float32)
+    x2d = np.arange(6.0).reshape(2, 3)
+    x16 = x64.astype(np.float16)
+    xsw = x64.astype(">f8")
+    x0 = np.array(2.0)
+    xe = np.empty((0, 3))
+    layer = csoftmax.Softmax(dim=-1)
+    idx = _Index(0)
+    bad_in = np.array(["a", "b"])
+
+    def type_error():
+        try:
+            sm(x64, 1.5)
+        except TypeError:
+            pass
+
+    def axis_error():
+        try:
+            sm(x64, 3)
+        except AxisError:
+            pass
+
+    def input_error():
+        try:
+            sm(bad_in, 0)
+        except TypeError:
+            pass
+
+    family = []                                # the rest of the family, where the package has it
+    out = np.empty(3)
+    mask = np.array([True, False, True])
+    if hasattr(csoftmax, "log_softmax"):
+        family += [("log_softmax", 30_000, lambda: csoftmax.log_softmax(x64, 0)),
+                   ("softmin", 30_000, lambda: csoftmax.softmin(x32, 0)),
+                   ("out=", 30_000, lambda: sm(x64, 0, out=out)),
+                   ("out= in place", 30_000, lambda: sm(out, 0, out=out)),
+                   ("where=", 30_000, lambda: sm(x64, 0, where=mask)),
+                   ("tuple dim", 30_000, lambda: sm(x2d, (0, 1)))]
+    fast = 300_000 - sum(n for _, n, _ in family)
+    return family + [
+        ("fast float64", fast, lambda: sm(x64, 0)),
+        ("fast float32", 200_000, lambda: sm(x32, -1)),
+        ("fast 2-d dim 0", 100_000, lambda: sm(x2d, 0)),
+        ("float16", 40_000, lambda: sm(x16, 0)),
+        ("byte-swapped", 40_000, lambda: sm(xsw, 0)),
+        ("axis=", 40_000, lambda: sm(x64, axis=-1)),
+        ("dtype=", 40_000, lambda: sm(x32, 0, np.float64)),
+        ("__index__ dim", 30_000, lambda: sm(x64, idx)),
+        ("list", 30_000, lambda: sm([1.0, 2.0, 3.0], 0)),
+        ("0-d", 30_000, lambda: sm(x0, 0)),
+        ("empty", 30_000, lambda: sm(xe, 1)),
+        ("Softmax(dim)", 40_000, lambda: layer(x64)),
+        ("TypeError (dim)", 20_000, type_error),
+        ("AxisError", 20_000, axis_error),
+        ("TypeError (input)", 40_000, input_error),
+    ]
+
+
+def test_a_million_small_calls_keep_memory_flat(request):
+    work = _small_workloads()
+    total = sum(n for _, n, _ in work)
+    assert total == 1_000_000
+    for _, _, f in work:                       # warm-up: caches, interned objects, NumPy's small-block cache
+        for _ in range(2000):
+            f()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        gc.collect()
+        traced0, _ = tracemalloc.get_traced_memory()
+        rss0 = rss() - tracemalloc.get_tracemalloc_memory()   # tracemalloc's own bookkeeping is not ours
+        objects0 = len(gc.get_objects())
+        t0 = time.perf_counter()
+        for _, n, f in work:
+            for _ in range(n):
+                f()
+        elapsed = time.perf_counter() - t0
+        gc.collect()
+        traced1, _ = tracemalloc.get_traced_memory()
+        rss1 = rss() - tracemalloc.get_tracemalloc_memory()
+        objects1 = len(gc.get_objects())
+    finally:
+        tracemalloc.stop()
+    report(request.config, f"[leaks] {total} small calls in {elapsed:.1f} s (tracemalloc on{', ASan: RSS not judged' if UNDER_ASAN else ''}): traced "
+                           f"{(traced1 - traced0) / 1024:+.1f} KiB, RSS {(rss1 - rss0) / MiB:+.2f} MiB, "
+                           f"GC objects {objects1 - objects0:+d}")
+    # one leaked object per call (>= 16 bytes) would be >= 16 MB of traced memory; one leaked C allocation (a malloc
+    # chunk is >= 32 bytes; csm_plan alone > 1 KB) per call of even the rarest path here (20 000 calls) >= 0.6 MB
+    # of RSS, per call of the policy path (~400 000 calls) >= 12 MB
+    assert traced1 - traced0 < 256 * 1024, f"traced memory grew by {traced1 - traced0} bytes over {total} calls"
+    assert UNDER_ASAN or rss1 - rss0 < 4 * MiB, f"RSS grew by {(rss1 - rss0) / MiB:.1f} MiB over {total} calls"
+    assert objects1 - objects0 < 100, f"{objects1 - objects0} more GC-tracked objects after {total} calls"
+
+
+def _large_workloads():
+    rng = np.random.default_rng(0)
+    a32 = rng.standard_normal((1024, 1024)).astype(np.float32)
+    a64 = rng.standard_normal((512, 2048))
+    big = rng.standard_normal((1024, 2048)).astype(np.float32)
+    a16 = a32.astype(np.float16)
+    sw = a64.astype(">f8")
+    long_row = rng.standard_normal((1, 1 << 20)).astype(np.float32)     # long rows: split into pieces
+    short = rng.standard_normal((1 << 17, 8)).astype(np.float32)         # many short rows
+    sm = csoftmax.softmax
+    out_strided = np.empty((1024, 2048), np.float32)[:, ::2]
+    mask = rng.random((1024, 1024)) < 0.9
+    return [
+        ("rows float32", lambda: sm(a32, -1)),
+        ("lanes float32 (dim 0)", lambda: sm(a32, 0)),
+        ("rows float64 F-order", lambda: sm(np.asfortranarray(a64), 0)),
+        ("general: strided", lambda: sm(big[:, ::2], 1)),
+        ("general: float16", lambda: sm(a16, 1)),
+        ("general: byte-swapped", lambda: sm(sw, 1)),
+        ("long row", lambda: sm(long_row, 1)),
+        ("short rows", lambda: sm(short, 1)),
+        ("dtype= widening", lambda: sm(a32, 1, np.float64)),
+        ("list of rows (policy path)", lambda: sm(a32[:64].tolist(), 1)),
+    ] + ([
+        ("log_softmax lanes", lambda: csoftmax.log_softmax(a32, 0)),
+        ("softmin rows", lambda: csoftmax.softmin(a64, 1)),
+        ("out= strided", lambda: sm(a32, 1, out=out_strided)),
+        ("where=", lambda: sm(a32, 1, where=mask)),
+        ("tuple dim", lambda: sm(a32.reshape(32, 32, 1024), (0, 2))),
+    ] if hasattr(csoftmax, "log_softmax") else [])
+
+
+def test_a_thousand_large_calls_keep_memory_flat(request):
+    work = _large_workloads()
+    for _ in range(3):                         # warm-up: worker threads, their stacks and malloc arenas
+        for _, f in work:
+            f()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        traced0, _ = tracemalloc.get_traced_memory()
+        rss0 = rss() - tracemalloc.get_tracemalloc_memory()
+        t0 = time.perf_counter()
+        calls = 1000
+        for i in range(calls):
+            work[i % len(work)][1]()
+            if i == calls // 2 - 1:
+                gc.collect()
+                rss_half = rss() - tracemalloc.get_tracemalloc_memory()
+        elapsed = time.perf_counter() - t0
+        gc.collect()
+        traced1, _ = tracemalloc.get_traced_memory()
+        rss1 = rss() - tracemalloc.get_tracemalloc_memory()
+    finally:
+        tracemalloc.stop()
+    report(request.config, f"[leaks] {calls} large calls in {elapsed:.1f} s: traced "
+                           f"{(traced1 - traced0) / 1024:+.1f} KiB, RSS {(rss1 - rss0) / MiB:+.2f} MiB "
+                           f"(second half {(rss1 - rss_half) / MiB:+.2f} MiB)")
+    # a leaked output is >= 4 MB per call (4 GB), a leaked lane state 224 KB (224 MB), a row buffer 8 KB (8 MB)
+    assert traced1 - traced0 < 1 * MiB, f"traced memory grew by {traced1 - traced0} bytes over {calls} calls"
+    if UNDER_ASAN:
+        return
+    assert rss1 - rss0 < 32 * MiB, f"RSS grew by {(rss1 - rss0) / MiB:.1f} MiB over {calls} large calls"
+    # one-time growth (a malloc arena, a worker's stack) happens early; a leak keeps growing
+    assert rss1 - rss_half < 4 * MiB, f"RSS grew by {(rss1 - rss_half) / MiB:.1f} MiB over the last {calls // 2} calls"
+
+
+def test_reference_counts_of_inputs_dtypes_dims_and_layers_are_unchanged():
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((4, 5)), rng.standard_normal(7).astype(np.float32),
+              rng.standard_normal((3, 3)).astype(np.float16), rng.standard_normal((2, 6)).astype(">f4"),
+              np.asfortranarray(rng.standard_normal((5, 4))), rng.standard_normal((6, 6))[::2, ::-1],
+              np.array(1.5), np.arange(6).reshape(2, 3)]
+    ro = rng.standard_normal((3, 4))
+    ro.flags.writeable = False
+    inputs.append(ro)
+    dims = [np.int64(0), _Index(-1), np.intp(0)]
+    dtypes = [np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16), np.dtype(">f4")]
+    dtype_args = [np.dtype(np.float64), np.dtype(np.float32)]
+    layer = csoftmax.Softmax(dim=0)
+    bad_dim = 2.5
+    huge_dim = 10**30
+    family = hasattr(csoftmax, "log_softmax")
+    outs = {x.shape: np.empty(x.shape) for x in inputs}
+    masks = {x.shape: np.ones(x.shape, bool) for x in inputs}
+    tuple_dim = (0, -1)
+    watched = inputs + dims + dtypes + dtype_args + [layer, bad_dim, huge_dim, csoftmax.softmax, tuple_dim] + \
+        list(outs.values()) + list(masks.values())
+    names = [f"input {i}" for i in range(len(inputs))] + [f"dim {d!r}" for d in dims] + [
+        f"dtype {d}" for d in dtypes] + [f"dtype= {d}" for d in dtype_args] + [
+        "Softmax instance", "float dim", "huge int dim", "csoftmax.softmax", "tuple dim"] + [
+        f"out {k}" for k in outs] + [f"where {k}" for k in masks]
+
+    def exercise():
+        for x in inputs:
+            if family:
+                csoftmax.log_softmax(x, 0)
+                csoftmax.softmin(x, -1)
+                csoftmax.softmax(x, 0, out=outs[x.shape]) if x.dtype.kind == "f" and x.dtype.itemsize == 8 \
+                    and x.dtype.isnative else None
+                csoftmax.softmax(x, 0, where=masks[x.shape])
+                if x.ndim >= 2:
+                    csoftmax.softmax(x, tuple_dim)
+            csoftmax.softmax(x, 0)
+            csoftmax.softmax(x, -1)
+            csoftmax.softmax(x, axis=0)
+            layer(x)
+            for d in dims:
+                csoftmax.softmax(x, d)
+            for dt in dtype_args:
+                csoftmax.softmax(x, 0, dt)
+            for d in (bad_dim,):
+                try:
+                    csoftmax.softmax(x, d)
+                except TypeError:
+                    pass
+            try:
+                csoftmax.softmax(x, huge_dim)
+            except AxisError:
+                pass
+
+    exercise()
+    gc.collect()
+    before = [sys.getrefcount(o) for o in watched]
+    for _ in range(2000):
+        exercise()
+    gc.collect()
+    after = [sys.getrefcount(o) for o in watched]
+    changed = [(n, b, a) for n, b, a in zip(names, before, after) if abs(a - b) > 2]
+    assert not changed, f"reference counts changed over 2000 rounds (name, before, after): {changed}"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: csoftmax.softmax(np.arange(6.0).reshape(2, 3), 1),
+    lambda: csoftmax.softmax(np.arange(6.0, dtype=np.float16).reshape(2, 3), 1),
+    lambda: csoftmax.softmax(np.ones((300, 700), ">f4"), 0),
+    lambda: csoftmax.softmax(np.array(3.0), 0),
+    lambda: csoftmax.softmax([[1.0, 2.0]], 1),
+    lambda: csoftmax.Softmax(1)(np.ones((2, 2))),
+], ids=["fast", "float16", "large byte-swapped", "0-d", "list", "Softmax"])
+def test_outputs_are_owned_by_the_caller_alone(make):
+    y = make()
+    assert sys.getrefcount(y) == 2, "something besides the caller holds the result"
+    assert y.base is None or (y.ndim == 0 and y.base is not None and sys.getrefcount(y.base) >= 2)
+    assert y.flags.owndata or y.ndim == 0
+    ref = weakref.ref(y)
+    del y
+    gc.collect()
+    assert ref() is None, "the result is still alive after the caller dropped it"
