@@ -726,12 +726,14 @@ csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
         }
     } else if (p->path == PATH_LANES) {
         csm_idx width = LANES_PANEL;
-        csm_idx wanted = 4 * (csm_idx)threads;         /* enough tasks to balance the threads */
+        /* one panel per thread when the outer axes give too few: a panel walks the whole axis, and a narrower one
+         * (a shorter contiguous run per axis step) streams worse than it balances better */
+        csm_idx wanted = (csm_idx)threads;
         csm_idx panels = p->n_outer * ((L->n_lanes + width - 1) / width);
         if (threads > 1 && panels < wanted && p->n_outer > 0) {
             csm_idx per_outer = (wanted + p->n_outer - 1) / p->n_outer;
             width = (L->n_lanes + per_outer - 1) / per_outer;
-            width = (width + 63) / 64 * 64;            /* whole vectors, 256 bytes or more per axis step */
+            width = (width + 255) / 256 * 256;         /* whole vectors, 1 KB or more per axis step */
             if (width > LANES_PANEL) width = LANES_PANEL;
         }
         p->lanes_per_task = width;
