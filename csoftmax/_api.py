@@ -110,13 +110,23 @@ def _no_none(name: str):
     raise TypeError(f"{name}(): a tuple dim must hold integers, not None")
 
 
+def _as_array(name: str, input: Any) -> np.ndarray:
+    try:
+        return np.asarray(input)
+    except ValueError as exc:
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise ValueError(f"{name}(): the input is ragged (nested sequences of different lengths); pass a "
+                             "rectangular array, or pad the rows (with -inf for entries that take no part)") from None
+        raise
+
+
 def _prepare(name: str, input: Any, dim: Any, dtype: Any, axis: Any):
     """Common argument handling: returns (x ready for the kernel, normalised axes, result dtype)."""
     if axis is not None:
         if dim is not None:
             raise TypeError(f"{name}(): got both dim and its alias axis; pass only one")
         dim = axis
-    x = input if type(input) is np.ndarray else np.asarray(input)
+    x = input if type(input) is np.ndarray else _as_array(name, input)
     out_dtype = _result_dtype(name, x, dtype)
     axes = _normalize_dims(name, dim, x.ndim)
     if needs_cast(x.dtype, out_dtype):
@@ -183,6 +193,13 @@ def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: b
 
 def _family(name: str, op: int, negate: bool, input: Any, dim: Any, dtype: Any, axis: Any, out: Any,
             where: Any) -> np.ndarray:
+    if isinstance(input, np.ma.MaskedArray):
+        # a masked array's mask means "takes no part": the same as where=False (combined with any where= given)
+        hidden = np.ma.getmaskarray(input)
+        if hidden.any():
+            shown = ~hidden
+            where = shown if where is None else np.logical_and(shown, _mask(name, where, shown.shape))
+        input = np.ma.getdata(input)
     x, axes, out_dtype = _prepare(name, input, dim, dtype, axis)
     if out is not None:
         _check_out(name, out, x.shape, out_dtype)

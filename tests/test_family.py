@@ -259,3 +259,17 @@ def test_backward_matches_torch_autograd(dtype, dim):
 def test_backward_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         csoftmax.softmax_backward(np.ones((2, 3)), np.ones((3, 2)), 0)
+
+
+def test_a_masked_arrays_mask_works_as_where():
+    data = RNG.standard_normal((3, 4))
+    hidden = np.zeros((3, 4), bool)
+    hidden[0, 1] = hidden[2] = True
+    got = csoftmax.softmax(np.ma.masked_array(data, mask=hidden), 1)
+    np.testing.assert_array_equal(got, csoftmax.softmax(data, 1, where=~hidden))
+    assert type(got) is np.ndarray and got[0, 1] == 0 and np.all(got[2] == 0)
+
+
+def test_a_ragged_list_is_a_value_error_that_says_what_to_pass():
+    with pytest.raises(ValueError, match="rectangular"):
+        csoftmax.log_softmax([[1.0, 2.0], [3.0]], 0)
