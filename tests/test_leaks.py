@@ -149,9 +149,10 @@ def test_a_million_small_calls_keep_memory_flat(request):
                            f"GC objects {objects1 - objects0:+d}")
     # one leaked object per call (>= 16 bytes) would be >= 16 MB of traced memory; one leaked C allocation (a malloc
     # chunk is >= 32 bytes; csm_plan alone > 1 KB) per call of the general path (float16 and byte-swapped: 140 000
-    # calls) >= 4.5 MB of RSS, per call of every path >= 32 MB. Measured without a leak: within +-0.1 MiB.
+    # calls) >= 4.5 MB of RSS, per call of every path >= 32 MB. Measured without a leak: within +-0.1 MiB here, up to
+    # +1.7 MiB in a fresh virtual environment (allocator growth unrelated to csoftmax): the budget sits between.
     assert traced1 - traced0 < 256 * 1024, f"traced memory grew by {traced1 - traced0} bytes over {total} calls"
-    assert UNDER_ASAN or rss1 - rss0 < 1 * MiB, f"RSS grew by {(rss1 - rss0) / MiB:.2f} MiB over {total} calls"
+    assert UNDER_ASAN or rss1 - rss0 < 3 * MiB, f"RSS grew by {(rss1 - rss0) / MiB:.2f} MiB over {total} calls"
     assert objects1 - objects0 < 100, f"{objects1 - objects0} more GC-tracked objects after {total} calls"
 
 
