@@ -68,6 +68,20 @@ static double now_ms(void)
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
+/* Takes the next task of the job's current phase, runs it without the lock, and records it done (advancing the
+ * phase after its last task). Called with the lock held and a task available; returns with the lock held. Workers
+ * and the helping caller share this one protocol. */
+static void run_next_task(csm_job *job)
+{
+    int phase = job->phase;
+    csm_idx task = job->next++;
+    pthread_mutex_unlock(&pool.lock);
+    job->run(job, phase, task);
+    pthread_mutex_lock(&pool.lock);
+    job->done++;
+    if (job->done == job->total || (job->cancelled && job->done == job->next)) advance(job);
+}
+
 static void *worker_main(void *arg)
 {
     const int id = (int)(intptr_t)arg;
@@ -75,13 +89,7 @@ static void *worker_main(void *arg)
     for (;;) {
         csm_job *job = pool.job;
         if (job && id < job->threads - 1 && !job->cancelled && job->next < job->total) {
-            int phase = job->phase;
-            csm_idx task = job->next++;
-            pthread_mutex_unlock(&pool.lock);
-            job->run(job, phase, task);
-            pthread_mutex_lock(&pool.lock);
-            job->done++;
-            if (job->done == job->total || (job->cancelled && job->done == job->next)) advance(job);
+            run_next_task(job);
         } else {
             pthread_cond_wait(&pool.work, &pool.lock);
         }
@@ -131,13 +139,7 @@ int csm_job_help(csm_job *job, int budget_ms)
     pthread_mutex_lock(&pool.lock);
     while (!job->finished) {
         if (!job->cancelled && job->next < job->total) {
-            int phase = job->phase;
-            csm_idx task = job->next++;
-            pthread_mutex_unlock(&pool.lock);
-            job->run(job, phase, task);
-            pthread_mutex_lock(&pool.lock);
-            job->done++;
-            if (job->done == job->total || (job->cancelled && job->done == job->next)) advance(job);
+            run_next_task(job);
             if (now_ms() > deadline) break;
         } else {
             /* the workers hold the last tasks of this phase: wait for the phase or the job to end */
