@@ -137,27 +137,32 @@ def test_forked_child_after_parallel_work_computes_correctly_and_does_not_hang()
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_long_call_reacts_to_ctrl_c_quickly_and_then_works_again(threads):
+    # Three interrupted calls in one process: a busy shared machine can stall any one of them (CI once saw 0.52 s
+    # while quiet runs take 10-30 ms), so the typical (median) reaction is what is held to the ~100 ms promise.
     code = f"""
         import os, signal, threading, time, numpy as np, csoftmax
         csoftmax.set_num_threads({threads})
         x = np.broadcast_to(np.float32(0.5), (40000, 20000))   # 3.2 GB out, about a second of work per thread
-        fired = []
-        def fire():
-            time.sleep(0.5)
-            fired.append(time.perf_counter())
-            os.kill(os.getpid(), signal.SIGINT)
-        threading.Thread(target=fire).start()
-        try:
-            csoftmax.softmax(x, -1)
-            print("not interrupted")
-        except KeyboardInterrupt:
-            print("reaction %.3f" % (time.perf_counter() - fired[0]))
+        for trial in range(3):
+            fired = []
+            def fire():
+                time.sleep(0.4)
+                fired.append(time.perf_counter())
+                os.kill(os.getpid(), signal.SIGINT)
+            threading.Thread(target=fire).start()
+            try:
+                csoftmax.softmax(x, -1)
+                print("not interrupted")
+            except KeyboardInterrupt:
+                print("reaction %.3f" % (time.perf_counter() - fired[0]))
         small = csoftmax.softmax(np.ones((600, 600), np.float32), 0)
         print(bool(np.allclose(small, 1 / 600)))
     """
     out = _run_script(code, timeout=120)
     assert out.returncode == 0, out.stderr
-    first, second = out.stdout.split("\n")[:2]
-    assert first.startswith("reaction"), out.stdout
-    assert float(first.split()[1]) < 0.5       # about 100 ms expected; generous for a loaded CI machine
-    assert second == "True"
+    lines = out.stdout.split("\n")
+    assert all(line.startswith("reaction") for line in lines[:3]), out.stdout
+    reactions = sorted(float(line.split()[1]) for line in lines[:3])
+    assert reactions[1] < 0.2, reactions      # about 100 ms promised; quiet runs give 10-30 ms
+    assert reactions[2] < 2.0, reactions      # even a stalled one ends far before the call would (seconds)
+    assert lines[3] == "True"
