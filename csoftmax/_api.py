@@ -263,48 +263,76 @@ def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None,
     return _family("softmin", _core.OP_SOFTMAX, True, input, dim, dtype, axis, out, where)
 
 
-def _backward_args(name: str, grad: Any, output: Any, dim: Any):
+def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) -> np.ndarray:
+    """The fused backward kernel on (grad, output): the two are brought to one layout and dtype (copies only when
+    they differ), tuple dims are merged into one axis, and the result lands in out or a new array."""
     g = np.asarray(grad)
     y = np.asarray(output)
     if g.shape != y.shape:
         raise ValueError(f"{name}(): grad has shape {g.shape}, output has shape {y.shape}; they must match")
     if y.dtype.type not in _FLOAT_TYPES:
         raise TypeError(f"{name}(): output must be float16, float32 or float64 (a softmax result), not {y.dtype}")
+    if g.dtype.kind not in "biuf":
+        raise TypeError(f"{name}(): grad must be a real numeric array, not {g.dtype}")
     axes = _normalize_dims(name, dim, y.ndim)
-    # sums in float64 (float32 for float64-free pipelines would drift on long rows); result in output's dtype
-    return g, y, axes
+    result_dtype = y.dtype.newbyteorder("=")
+    if out is not None:
+        _check_out(name, out, y.shape, result_dtype)
+    # the kernel's dtype: float16 is worked in float32, as the forward is
+    work = np.dtype(np.float32) if result_dtype == np.float16 else result_dtype
+    if y.ndim == 0:
+        g, y, axes = g.reshape(1), y.reshape(1), (0,)
+    shape = y.shape
+    if len(axes) > 1:
+        # normalise jointly: the axes moved last and merged into one (a copy only when their strides don't chain)
+        k = len(axes)
+        g, y = (np.moveaxis(a, axes, range(-k, 0)) for a in (g, y))
+        moved_shape = y.shape
+        g, y = (a.reshape(a.shape[:-k] + (-1,)) for a in (g, y))
+        axes = (y.ndim - 1,)
+    if y.dtype != work or not y.flags.aligned:
+        y = quiet_cast(y, work) if y.dtype != work else y.copy(order="K")
+    if g.dtype != work or not g.flags.aligned or g.strides != y.strides:
+        g_work = np.empty_like(y)
+        if g_work.strides != y.strides:                 # y is not dense: both move to one dense layout
+            y = y.copy(order="K")
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(g_work, g, casting="same_kind")
+        g = g_work
+    result = np.empty_like(y)
+    if result.size:
+        _core.backward_into(g, y, result, axes[0], op)
+    if result.shape != shape:                           # undo the merge of a tuple dim
+        result = np.moveaxis(result.reshape(moved_shape), range(-len(dim), 0), _normalize_dims(name, dim, len(shape)))
+    if out is None:
+        return result.astype(result_dtype, copy=False)
+    np.copyto(out, result, casting="unsafe")
+    return out
 
 
-def _work_dtype(y: np.ndarray) -> np.dtype:
-    """The result's dtype: output's (native); float16 is worked in float32, as the forward is."""
-    dt = y.dtype.newbyteorder("=")
-    return np.dtype(np.float32) if dt == np.float16 else dt
-
-
-def softmax_backward(grad: Any, output: Any, dim: Any) -> np.ndarray:
+def softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np.ndarray:
     """Gradient of softmax: ``output * (grad - sum(grad * output, dim))``, as torch's autograd gives for
-    ``y = softmax(x, dim)`` and upstream gradient ``grad``. Result in output's dtype; the sums accumulate in
-    float64. (NumPy operations, one temporary of the result's size: not yet a fused kernel.)"""
-    g, y, axes = _backward_args("softmax_backward", grad, output, dim)
-    work = _work_dtype(y)
-    result = np.multiply(g, y, dtype=work)
-    total = result.sum(axis=axes, keepdims=True, dtype=np.float64).astype(work)
-    np.subtract(g, total, out=result, dtype=work)             # the buffer reused: g - total, then times y
-    np.multiply(result, y, out=result, dtype=work)
-    return result.astype(y.dtype.newbyteorder("="), copy=False)
+    ``y = softmax(x, dim)`` and upstream gradient ``grad``; ``dim`` as in :func:`softmax` (a tuple too). One fused
+    kernel (the sum accumulates in float64); the result has output's dtype, or is written to ``out``.
+
+    >>> import numpy as np, csoftmax
+    >>> y = csoftmax.softmax(np.array([1.0, 2.0, 3.0]), dim=0)
+    >>> csoftmax.softmax_backward(np.array([1.0, 0.0, 0.0]), y, dim=0).round(4)
+    array([ 0.0819, -0.022 , -0.0599])
+    """
+    return _backward("softmax_backward", _core.OP_SOFTMAX_BACKWARD, grad, output, dim, out)
 
 
-def log_softmax_backward(grad: Any, output: Any, dim: Any) -> np.ndarray:
+def log_softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np.ndarray:
     """Gradient of log_softmax: ``grad - exp(output) * sum(grad, dim)``, as torch's autograd gives for
-    ``y = log_softmax(x, dim)``. Result in output's dtype; the sums accumulate in float64. (NumPy operations: not
-    yet a fused kernel.)"""
-    g, y, axes = _backward_args("log_softmax_backward", grad, output, dim)
-    work = _work_dtype(y)
-    total = np.sum(g, axis=axes, keepdims=True, dtype=np.float64).astype(work)
-    result = np.exp(y, dtype=work)
-    result *= total
-    np.subtract(g, result, out=result, dtype=work)
-    return result.astype(y.dtype.newbyteorder("="), copy=False)
+    ``y = log_softmax(x, dim)``; one fused kernel, arguments and result as :func:`softmax_backward`.
+
+    >>> import numpy as np, csoftmax
+    >>> y = csoftmax.log_softmax(np.array([1.0, 2.0, 3.0]), dim=0)
+    >>> csoftmax.log_softmax_backward(np.array([1.0, 0.0, 0.0]), y, dim=0).round(4)
+    array([ 0.91  , -0.2447, -0.6652])
+    """
+    return _backward("log_softmax_backward", _core.OP_LOG_SOFTMAX_BACKWARD, grad, output, dim, out)
 
 
 class _DimModule:

@@ -41,6 +41,7 @@ cdef extern from "src/softmax.h" nogil:
         char *out
         const csm_idx *out_strides
         int out_dtype
+        const char *grad
     int csm_softmax(const csm_call *call, const csm_kernels *kernels)
     ctypedef struct csm_plan:
         pass
@@ -87,6 +88,8 @@ cdef int _dtype_code(cnp.ndarray a) except -1:
 
 OP_SOFTMAX = 0
 OP_LOG_SOFTMAX = 1
+OP_SOFTMAX_BACKWARD = 2
+OP_LOG_SOFTMAX_BACKWARD = 3
 
 
 def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False):
@@ -96,8 +99,23 @@ def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate
     return out
 
 
-cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False) except -1:
+def backward_into(cnp.ndarray grad, cnp.ndarray y, cnp.ndarray out, int axis, int op):
+    """Writes the gradient (op OP_SOFTMAX_BACKWARD or OP_LOG_SOFTMAX_BACKWARD) for the forward output y and the
+    upstream grad into out. grad and y: the same float32/float64 dtype and strides, native and aligned; out: the
+    same shape and dtype, overlapping neither."""
+    cdef object g_ = grad, y_ = y, out_ = out           # (Python's shape and strides tuples, not C pointers)
+    if (g_.dtype != y_.dtype or out_.dtype != y_.dtype or cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT16
+            or not (y_.dtype.isnative and y_.flags.aligned and out_.flags.aligned)
+            or g_.strides != y_.strides or g_.shape != y_.shape or out_.shape != y_.shape):
+        raise ValueError("internal: backward_into needs grad and y laid out alike, in float32 or float64")
+    _softmax_into(y, out, axis, op, False, grad)
+    return out
+
+
+cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False,
+                       cnp.ndarray grad=None) except -1:
     cdef csm_call call
+    call.grad = <const char *>cnp.PyArray_DATA(grad) if grad is not None else NULL
     call.op = op
     call.negate = negate
     call.ndim = cnp.PyArray_NDIM(x)

@@ -256,6 +256,89 @@ def test_backward_matches_torch_autograd(dtype, dim):
                                    atol=1e-6 if dtype == np.float32 else 1e-13)
 
 
+def _backward_reference(log, g, y, axes):
+    """long double gradient, and an elementwise error scale: the size of the terms the result is made of, the sum
+    counted by its absolute terms (the sum's own rounding is relative to those)."""
+    g, y = g.astype(np.longdouble), y.astype(np.longdouble)
+    if log:
+        e = np.exp(y)
+        return g - e * g.sum(axis=axes, keepdims=True), np.abs(g) + e * np.abs(g).sum(axis=axes, keepdims=True)
+    s = (g * y).sum(axis=axes, keepdims=True)
+    return y * (g - s), np.abs(y) * (np.abs(g) + np.abs(g * y).sum(axis=axes, keepdims=True))
+
+
+def _layouts(a):
+    """The same values in several memory layouts: C, F, a transposed copy seen back, reversed, every other row."""
+    yield "C", np.ascontiguousarray(a)
+    yield "F", np.asfortranarray(a)
+    yield "reversed", np.ascontiguousarray(a[::-1])[::-1]
+    if a.ndim >= 2:
+        yield "transposed", np.ascontiguousarray(np.swapaxes(a, 0, -1)).swapaxes(0, -1)
+        wide = np.zeros((a.shape[0] * 2,) + a.shape[1:], a.dtype)
+        wide[::2] = a
+        yield "strided", wide[::2]
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(3, 5), (7, 1100), (1500, 3), (4, 40, 33), (2, 2500), (9,)])
+def test_backward_on_every_layout_and_kernel_set_against_float64(kernel_set, log, dtype, shape):
+    name = "log_softmax" if log else "softmax"
+    back = csoftmax.log_softmax_backward if log else csoftmax.softmax_backward
+    x = (RNG.standard_normal(shape) * 3).astype(dtype)
+    g = RNG.standard_normal(shape).astype(dtype)
+    eps = {np.float16: 2.0 ** -10, np.float32: 2.0 ** -23, np.float64: 2.0 ** -52}[dtype]
+    tiny = float(np.finfo(dtype).smallest_subnormal)      # the absolute rounding floor of the result's dtype
+    for dim in list(range(len(shape))) + ([(0, len(shape) - 1)] if len(shape) > 2 else []):
+        y = getattr(csoftmax, name)(x, dim)
+        axes = dim if isinstance(dim, tuple) else (dim,)
+        want, scale = _backward_reference(log, g, y, axes)
+        for (ly, yl), (lg, gl) in zip(_layouts(y), list(_layouts(g))[::-1]):   # g in another layout than y
+            got = back(gl, yl, dim)
+            assert got.dtype == dtype and got.shape == shape
+            err = np.abs(got.astype(np.longdouble) - want)
+            bad = err > 8 * eps * scale + tiny
+            assert not bad.any(), (dim, ly, lg, np.argwhere(bad)[:3], err[bad][:3], scale[bad][:3])
+            assert np.array_equal(yl, y) and np.array_equal(gl, g)      # inputs untouched
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+def test_backward_out_and_dtype_rules(log):
+    back = csoftmax.log_softmax_backward if log else csoftmax.softmax_backward
+    x = RNG.standard_normal((6, 8))
+    y = csoftmax.log_softmax(x, 1) if log else csoftmax.softmax(x, 1)
+    g = RNG.standard_normal((6, 8))
+    want = back(g, y, 1)
+    out = np.full((8, 6), np.nan).T                      # an F-ordered out
+    assert back(g, y, 1, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    g_copy = g.copy()
+    assert back(g_copy, y, 1, out=g_copy) is g_copy      # in place over the gradient
+    np.testing.assert_array_equal(g_copy, want)
+    np.testing.assert_array_equal(back(g.astype(np.float32), y, 1), want.astype(np.float32) * 0 + back(
+        g.astype(np.float32).astype(np.float64), y, 1))   # grad is cast to output's dtype first
+    ints = np.arange(48).reshape(6, 8) % 3
+    np.testing.assert_array_equal(back(ints, y, 1), back(ints.astype(np.float64), y, 1))
+    with pytest.raises(TypeError):
+        back(g, y, 1, out=np.empty((6, 8), np.float32))
+    with pytest.raises(ValueError):
+        back(g, y, 1, out=np.empty((6, 9)))
+    with pytest.raises(TypeError):
+        back(g.astype(complex), y, 1)
+    with pytest.raises(TypeError):
+        back(g, y.astype(int), 1)
+
+
+def test_log_softmax_backward_takes_any_output_values():
+    """exp(output) is exact for outputs that are not log-probabilities too (positive, NaN, -inf)."""
+    y = np.array([[-np.inf, -1.0, 0.0, 0.5, 3.0, 80.0, np.nan, -700.0, -30.0]] * 3)
+    g = np.array([[1.0, 2.0, -1.0, 0.5, 0.25, 1e-30, 0.0, 1.0, 2.0]] * 3)
+    got = csoftmax.log_softmax_backward(g, y, 1)
+    with np.errstate(invalid="ignore"):
+        want = g - np.exp(y) * g.sum(1, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
 def test_backward_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         csoftmax.softmax_backward(np.ones((2, 3)), np.ones((3, 2)), 0)
@@ -273,3 +356,17 @@ def test_a_masked_arrays_mask_works_as_where():
 def test_a_ragged_list_is_a_value_error_that_says_what_to_pass():
     with pytest.raises(ValueError, match="rectangular"):
         csoftmax.log_softmax([[1.0, 2.0], [3.0]], 0)
+
+
+def test_the_docstring_examples_give_what_they_show():
+    import doctest
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    names = ["softmax", "log_softmax", "softmin", "softmax_backward", "log_softmax_backward", "Softmax",
+             "LogSoftmax", "Softmin", "Softmax2d"]
+    examples = 0
+    for name in names:
+        for test in finder.find(getattr(csoftmax, name), name, globs={}):
+            examples += len(test.examples)
+            runner.run(test)
+    assert examples >= 10
+    assert runner.failures == 0, f"{runner.failures} docstring examples differ (run with -s to see them)"

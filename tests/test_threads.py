@@ -55,6 +55,23 @@ def test_results_are_bit_identical_whatever_the_thread_count(restore_threads, na
     np.testing.assert_allclose(results[0], ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-30)
 
 
+@pytest.mark.parametrize("name,shape,dim,dtype", PARALLEL_CASES, ids=[c[0] for c in PARALLEL_CASES])
+def test_every_family_function_is_bit_identical_whatever_the_thread_count(restore_threads, name, shape, dim, dtype):
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    y, log_y = csoftmax.softmax(x, dim), csoftmax.log_softmax(x, dim)
+    calls = [lambda: csoftmax.log_softmax(x, dim), lambda: csoftmax.softmin(x, dim),
+             lambda: csoftmax.softmax_backward(g, y, dim), lambda: csoftmax.log_softmax_backward(g, log_y, dim)]
+    for call in calls:
+        results = []
+        for threads in (1, 2, 3):
+            csoftmax.set_num_threads(threads)
+            results.append(call())
+        for r in results[1:]:
+            assert np.array_equal(r.view(np.uint8), results[0].view(np.uint8))
+
+
 def test_long_rows_split_across_threads_match_the_serial_sum_chunks(restore_threads):
     # a row longer than one fixed-point chunk (2^22): pieces merge per chunk exactly as the serial walk sums them
     x = np.linspace(-20, 3, (1 << 22) + 12345, dtype=np.float32)

@@ -215,6 +215,13 @@ static double load_ct(int ct, const void *a, csm_idx i)
     return ct == CSM_F32 ? (double)((const float *)a)[i] : ((const double *)a)[i];
 }
 
+/* n elements of the compute type (native, aligned) at byte stride `stride`, into buf */
+static void strided_load(int ct, const char *p, csm_idx stride, csm_idx n, void *buf)
+{
+    if (ct == CSM_F32) for (csm_idx i = 0; i < n; i++) ((float *)buf)[i] = *(const float *)(p + i * stride);
+    else for (csm_idx i = 0; i < n; i++) ((double *)buf)[i] = *(const double *)(p + i * stride);
+}
+
 static void store_ct(int ct, void *a, csm_idx i, double v)
 {
     if (ct == CSM_F32) ((float *)a)[i] = (float)v;
@@ -316,6 +323,54 @@ static void log_softmax_lanes(const csm_type_kernels *k, int ct, const layout *L
     for (csm_idx i = 0; i < n; i++)
         k->lanes_log_out(x + i * L->in_axis_stride, y + i * L->out_axis_stride, st->max, st->inv, st->log_lo,
                          n_lanes);
+}
+
+/* ------------------------------------------------------------------------------------------ backward */
+
+/* The backward ops read y from the call's input and g from the same offset in its grad array. */
+static const char *grad_of(const csm_call *c, const char *y) { return c->grad + (y - c->in); }
+
+static void backward_row(const csm_type_kernels *k, int log, const char *g, const char *y, char *out, csm_idx n)
+{
+    double s = k->row_grad_sum(g, log ? NULL : y, n);
+    k->row_grad_out(g, y, out, n, s, log);
+}
+
+static void backward_lanes(const csm_type_kernels *k, int ct, int log, const layout *L, const char *g,
+                           const char *y, char *out, csm_idx n_lanes, lane_state *st)
+{
+    const csm_idx n = L->axis_len;
+    memset(st->total, 0, n_lanes * sizeof(double));
+    for (csm_idx i = 0; i < n; i++)
+        k->lanes_grad_sum(g + i * L->in_axis_stride, log ? NULL : y + i * L->in_axis_stride, st->total, n_lanes);
+    for (csm_idx l = 0; l < n_lanes; l++) store_ct(ct, st->inv, l, st->total[l]);
+    for (csm_idx i = 0; i < n; i++)
+        k->lanes_grad_out(g + i * L->in_axis_stride, y + i * L->in_axis_stride, out + i * L->out_axis_stride,
+                          st->inv, n_lanes, log);
+}
+
+/* A strided row: blocks of y and g loaded into buffers twice (sum, then gradient), the result stored back. */
+static void backward_general(const csm_type_kernels *k, int ct, int log, const layout *L, const char *g,
+                             const char *y, char *out)
+{
+    double gbuf[GATHER_BLOCK], ybuf[GATHER_BLOCK];
+    const csm_idx n = L->axis_len, is = L->in_axis_stride, os = L->out_axis_stride;
+    double s = 0.0;
+    for (csm_idx b = 0; b < n; b += GATHER_BLOCK) {
+        csm_idx len = n - b < GATHER_BLOCK ? n - b : GATHER_BLOCK;
+        strided_load(ct, g + b * is, is, len, gbuf);
+        if (!log) strided_load(ct, y + b * is, is, len, ybuf);
+        s += k->row_grad_sum(gbuf, log ? NULL : ybuf, len);
+    }
+    for (csm_idx b = 0; b < n; b += GATHER_BLOCK) {
+        csm_idx len = n - b < GATHER_BLOCK ? n - b : GATHER_BLOCK;
+        strided_load(ct, g + b * is, is, len, gbuf);
+        strided_load(ct, y + b * is, is, len, ybuf);
+        k->row_grad_out(gbuf, ybuf, ybuf, len, s, log);
+        char *q = out + b * os;
+        if (ct == CSM_F32) for (csm_idx i = 0; i < len; i++) *(float *)(q + i * os) = ((float *)ybuf)[i];
+        else for (csm_idx i = 0; i < len; i++) *(double *)(q + i * os) = ybuf[i];
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ general path */
@@ -569,6 +624,34 @@ static void outer_offsets(const layout *L, csm_idx outer, csm_idx *in_off, csm_i
     }
 }
 
+/* Backward over lanes [l0, l1) of one outer index: x and y are the outer index's start in y and in the result. */
+static void run_backward_block(csm_plan *p, const char *x, char *y, csm_idx l0, csm_idx l1)
+{
+    const layout *L = &p->L;
+    const int log = p->c->op == CSM_LOG_SOFTMAX_BACKWARD;
+    if (p->path == PATH_LANES) {
+        lane_state st = {0};
+        if (lane_state_alloc(&st) != 0) {
+            p->failed = 1;
+        } else {
+            for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
+                csm_idx width = l1 - l < LANES_PANEL ? l1 - l : LANES_PANEL;
+                const char *yl = x + l * (csm_idx)p->es;
+                backward_lanes(p->k, p->ct, log, L, grad_of(p->c, yl), yl, y + l * (csm_idx)p->es, width, &st);
+            }
+        }
+        lane_state_free(&st);
+        return;
+    }
+    for (csm_idx l = l0; l < l1; l++) {
+        const char *yl = x + l * L->in_lane_stride;
+        if (p->path == PATH_ROWS)
+            backward_row(p->k, log, grad_of(p->c, yl), yl, y + l * L->out_lane_stride, L->axis_len);
+        else
+            backward_general(p->k, p->ct, log, L, grad_of(p->c, yl), yl, y + l * L->out_lane_stride);
+    }
+}
+
 /* Lanes [l0, l1) of one outer index, by the plan's path. */
 static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
 {
@@ -577,6 +660,10 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     outer_offsets(L, outer, &in_off, &out_off);
     const char *x = p->c->in + in_off;
     char *y = p->c->out + out_off;
+    if (p->c->op >= CSM_SOFTMAX_BACKWARD) {
+        run_backward_block(p, x, y, l0, l1);
+        return;
+    }
     if (p->path == PATH_ROWS) {
         csm_idx l = l0;
         if (p->short_rows)

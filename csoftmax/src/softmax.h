@@ -75,6 +75,14 @@ typedef struct {
                          int32_t *count, csm_idx n_lanes);
     void (*lanes_log_out)(const void *x, void *y, const void *m, const void *log_hi, const void *log_lo,
                           csm_idx n_lanes);
+    /* backward: the float64 sum of g * y (y non-NULL: softmax) or of g (y NULL: log_softmax) over a contiguous
+     * row, and the gradient from it: y * (g - s), or with log set g - exp(y) * s */
+    double (*row_grad_sum)(const void *g, const void *y, csm_idx n);
+    void (*row_grad_out)(const void *g, const void *y, void *out, csm_idx n, double s, int log);
+    /* the same for one axis position of n_lanes lanes: acc (float64 per lane) += g * y or g; s per lane in the
+     * compute type */
+    void (*lanes_grad_sum)(const void *g, const void *y, double *acc, csm_idx n_lanes);
+    void (*lanes_grad_out)(const void *g, const void *y, void *out, const void *s, csm_idx n_lanes, int log);
 } csm_type_kernels;
 
 typedef struct {
@@ -86,7 +94,8 @@ typedef struct {
     void (*f32_to_f16)(const float *src, uint16_t *dst, csm_idx n);
 } csm_kernels;
 
-enum csm_op { CSM_SOFTMAX = 0, CSM_LOG_SOFTMAX = 1 };
+/* The backward ops read the forward's output y from `in` and the upstream gradient from `grad`. */
+enum csm_op { CSM_SOFTMAX = 0, CSM_LOG_SOFTMAX = 1, CSM_SOFTMAX_BACKWARD = 2, CSM_LOG_SOFTMAX_BACKWARD = 3 };
 
 /* One softmax call: any shape and byte strides; out has the same shape and must not overlap in. */
 typedef struct {
@@ -103,6 +112,8 @@ typedef struct {
     char *out;
     const csm_idx *out_strides;
     int out_dtype;               /* native and aligned (the Python layer allocates it) */
+    const char *grad;            /* backward ops: the upstream gradient, laid out exactly as `in` (same strides and
+                                    dtype, native, aligned, in the compute type); unused otherwise */
 } csm_call;
 
 /* Returns 0 on success, -1 when scratch memory could not be allocated (nothing is then promised about out). */
