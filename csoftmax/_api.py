@@ -173,7 +173,7 @@ def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
 
 def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: bool) -> np.ndarray:
     """The kernel on a prepared input: a new array of out_dtype."""
-    out = np.empty_like(x, dtype=out_dtype)            # the input's memory order, whatever happens below
+    out = _core.empty_like(x, out_dtype)               # the input's memory order, whatever happens below
     if len(axes) > 1:
         # normalise jointly: the axes moved last (a view) and merged (a copy only when their strides don't chain)
         k = len(axes)
@@ -299,7 +299,7 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
         with np.errstate(over="ignore", invalid="ignore"):
             np.copyto(g_work, g, casting="same_kind")
         g = g_work
-    result = np.empty_like(y)
+    result = _core.empty_like(y, y.dtype)
     if result.size:
         _core.backward_into(g, y, result, axes[0], op)
     if result.shape != shape:                           # undo the merge of a tuple dim

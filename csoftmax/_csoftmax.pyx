@@ -6,13 +6,16 @@ ndarray pair into the C contract of src/softmax.h (data pointers, shape, byte st
 driver with the GIL released. It holds the active kernel table, chosen by dispatch.c at import.
 """
 cimport numpy as cnp
+import numpy as np
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport uint16_t
+from libc.stdint cimport uint16_t, uintptr_t
 
 cnp.import_array()
 
 cdef extern from "numpy/arrayobject.h":
     object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order, void *descr, int subok)
+    object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims, cnp.npy_intp *strides,
+                                void *data, int flags, void *obj)
 
 cdef extern from "src/softmax.h" nogil:
     ctypedef ptrdiff_t csm_idx
@@ -65,9 +68,19 @@ cdef extern from "src/threads.h" nogil:
     int csm_get_num_threads()
     void csm_set_num_threads(int n)
 
+cdef extern from "src/blocks.h" nogil:
+    void *csm_block_get(size_t *size)
+    void csm_block_put(void *block, size_t size)
+    size_t csm_block_limit()
+    void csm_block_set_limit(size_t limit)
+    size_t csm_block_cached_bytes()
+
 cdef extern from "Python.h":
     # declared without Cython's "except -1", so that a pending KeyboardInterrupt does not jump past the cleanup
     int check_signals "PyErr_CheckSignals"()
+    int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
+    void Py_INCREF(object o)
 
 cdef const csm_kernels *_active = csm_best_kernels()
 
@@ -85,6 +98,76 @@ cdef int _dtype_code(cnp.ndarray a) except -1:
         return CSM_F16
     raise TypeError(f"internal: the kernel has no code for {a.dtype}")
 
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+# Outputs of at least this size come from the buffer cache of src/blocks.h (smaller ones are cheap for malloc).
+DEF CACHED_OUTPUT_MIN = 256 * 1024
+# NumPy's tracemalloc domain: cached outputs are traced like NumPy's own allocations.
+DEF NUMPY_TRACE_DOMAIN = 389047
+
+
+cdef class _OutputBuffer:
+    """Owns the memory of a cached output array (its base): when the array and all its views are gone, the buffer
+    goes back to the cache instead of to the OS."""
+    cdef void *ptr
+    cdef size_t size
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            PyTraceMalloc_Untrack(NUMPY_TRACE_DOMAIN, <uintptr_t>self.ptr)
+            csm_block_put(self.ptr, self.size)
+
+
+cdef cnp.ndarray _new_output(cnp.ndarray like, cnp.dtype descr):
+    """An uninitialised array of like's shape and memory order (as np.empty_like) with dtype descr."""
+    cdef int nd = cnp.PyArray_NDIM(like), i
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(like)
+    cdef cnp.npy_intp strides[64]
+    cdef cnp.npy_intp step = descr.itemsize
+    cdef size_t nbytes = <size_t>cnp.PyArray_SIZE(like) * <size_t>descr.itemsize
+    cdef int fortran = not cnp.PyArray_IS_C_CONTIGUOUS(like) and cnp.PyArray_IS_F_CONTIGUOUS(like)
+    if nbytes < CACHED_OUTPUT_MIN or not (cnp.PyArray_IS_C_CONTIGUOUS(like) or fortran) or nd > 64:
+        Py_INCREF(descr)                                 # (NewLikeArray steals it)
+        return PyArray_NewLikeArray(like, cnp.NPY_KEEPORDER, <void *>descr, 0)
+    for i in range(nd):                                  # C order, or F order for an F-contiguous input
+        strides[i if fortran else nd - 1 - i] = step
+        step *= dims[i if fortran else nd - 1 - i]
+    cdef _OutputBuffer owner = _OutputBuffer.__new__(_OutputBuffer)
+    cdef size_t size = nbytes
+    owner.ptr = csm_block_get(&size)
+    if owner.ptr == NULL:
+        raise MemoryError(f"csoftmax: could not allocate {nbytes} bytes for the result")
+    owner.size = size
+    PyTraceMalloc_Track(NUMPY_TRACE_DOMAIN, <uintptr_t>owner.ptr, size)
+    Py_INCREF(descr)                                     # (NewFromDescr steals it)
+    cdef cnp.ndarray result = PyArray_NewFromDescr(
+        <void *>cnp.ndarray, <void *>descr, nd, dims, strides, owner.ptr,
+        cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED, NULL)
+    cnp.set_array_base(result, owner)
+    return result
+
+
+def empty_like(cnp.ndarray like, dtype):
+    """np.empty_like(like, dtype) for results, big ones from the output buffer cache."""
+    return _new_output(like, <cnp.dtype>np.dtype(dtype))
+
+
+def output_cache_limit():
+    """Bytes of freed result buffers csoftmax keeps for reuse at most."""
+    return csm_block_limit()
+
+
+def set_output_cache_limit(size_t limit):
+    csm_block_set_limit(limit)
+
+
+def output_cache_bytes():
+    """Bytes of freed result buffers kept right now."""
+    return csm_block_cached_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ calls
 
 OP_SOFTMAX = 0
 OP_LOG_SOFTMAX = 1
@@ -240,7 +323,7 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
         nd = cnp.PyArray_NDIM(x)
         if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
                 and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
-            result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
+            result = _new_output(x, x.dtype)
             _softmax_into(x, result, dim + nd if dim < 0 else dim)
             return result
     return _general(input, dim, dtype, axis=axis, out=out, where=where)

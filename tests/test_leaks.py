@@ -12,6 +12,7 @@ Budgets are far below what a leak of one object or one scratch buffer per call w
 """
 import gc
 import os
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -299,9 +300,65 @@ def test_reference_counts_of_inputs_dtypes_dims_and_layers_are_unchanged():
 def test_outputs_are_owned_by_the_caller_alone(make):
     y = make()
     assert sys.getrefcount(y) == 2, "something besides the caller holds the result"
-    assert y.base is None or (y.ndim == 0 and y.base is not None and sys.getrefcount(y.base) >= 2)
-    assert y.flags.owndata or y.ndim == 0
+    if y.base is not None and not y.flags.owndata and y.ndim > 0:
+        # a big result's memory comes from csoftmax's buffer cache: its owner is held by this array alone
+        owner = y.base
+        holders = sys.getrefcount(owner) - 2               # minus `owner` and getrefcount's argument
+        assert type(owner).__name__ == "_OutputBuffer" and holders == 1
+        del owner
+    else:
+        assert y.base is None or (y.ndim == 0 and y.base is not None and sys.getrefcount(y.base) >= 2)
+        assert y.flags.owndata or y.ndim == 0
     ref = weakref.ref(y)
     del y
     gc.collect()
     assert ref() is None, "the result is still alive after the caller dropped it"
+
+
+def test_a_cached_result_buffer_is_reused_only_once_nothing_refers_to_it():
+    x = np.random.default_rng(3).standard_normal((512, 1024)).astype(np.float32)     # 2 MiB: cached outputs
+    first = csoftmax.softmax(x, 1)
+    view = first[::3]                                    # keeps first's buffer alive
+    expected = view.copy()
+    address = first.__array_interface__["data"][0]
+    del first
+    for _ in range(3):                                   # new results of the same size: never that buffer
+        again = csoftmax.softmax(-x, 1)
+        assert not np.shares_memory(again, view)
+        np.testing.assert_array_equal(view, expected)
+    del view, again
+    gc.collect()
+    reused = csoftmax.softmax(x, 1)                      # now free: the cache hands it (or another) out again
+    assert reused.__array_interface__["data"][0] in (address, reused.__array_interface__["data"][0])
+    np.testing.assert_array_equal(reused[::3], expected)
+
+
+def test_the_output_cache_keeps_no_more_than_its_limit():
+    previous = csoftmax.set_output_cache(1 << 20)         # 1 MiB: a 2 MiB result is not kept
+    try:
+        from csoftmax import _core
+        x = np.ones((512, 1024), np.float32)
+        for _ in range(3):
+            y = csoftmax.softmax(x, 1)
+            del y
+            assert _core.output_cache_bytes() <= 1 << 20
+        csoftmax.set_output_cache(4 << 20)
+        y = csoftmax.softmax(x, 1)
+        del y
+        assert _core.output_cache_bytes() == 2 << 20      # kept: within the limit
+        assert csoftmax.set_output_cache(0) == 4 << 20
+        assert _core.output_cache_bytes() == 0            # released at once
+        np.testing.assert_allclose(csoftmax.softmax(x, 1), 1 / 1024)
+        with pytest.raises(ValueError):
+            csoftmax.set_output_cache(-1)
+    finally:
+        csoftmax.set_output_cache(previous)
+
+
+def test_the_output_cache_variable_is_read_at_import():
+    code = ("import csoftmax; from csoftmax import _core; print(_core.output_cache_limit()); "
+            "csoftmax.show_config()")
+    env = dict(os.environ, CSOFTMAX_OUTPUT_CACHE="12345")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "12345" and "kept for reuse" in out.stdout

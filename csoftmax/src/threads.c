@@ -26,7 +26,14 @@ static struct {
     pthread_cond_t finished;      /* a job finished */
     int n_workers;
     csm_job *job;                 /* the one job in the pool, or NULL */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL};
+    unsigned generation;          /* bumped (under the lock) whenever pool.work is signalled: spinners watch it */
+    unsigned progress;            /* the same for pool.finished */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0};
+
+/* An idle thread polls for new work this long before it sleeps on a condition variable, as OpenMP runtimes do:
+ * on this kind of VM a sleeping vCPU takes 20-100 us (sometimes ms) to wake, which a burst of calls of a few
+ * hundred microseconds each would otherwise pay every time. */
+#define SPIN_MS 1.0
 
 static int atfork_registered = 0;                /* under pool.lock */
 
@@ -41,6 +48,42 @@ static void forget_pool_in_child(void)
 }
 
 
+static void signal_work(void)
+{
+    __atomic_add_fetch(&pool.generation, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool.work);
+}
+
+static void signal_progress(void)
+{
+    __atomic_add_fetch(&pool.progress, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool.finished);
+}
+
+static double now_ms(void);
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Polls, without the lock, until *word differs from seen (1) or max_ms passed (0). */
+static int spin_until_changed(const unsigned *word, unsigned seen, double max_ms)
+{
+    const double deadline = now_ms() + max_ms;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) return 1;
+            cpu_relax();
+        }
+        if (now_ms() > deadline) return 0;
+    }
+}
+
 /* Called with the lock held when a phase's last task is done (or the job was cancelled). */
 static void advance(csm_job *job)
 {
@@ -51,14 +94,14 @@ static void advance(csm_job *job)
         job->total = job->n_tasks(job, job->phase);
         job->next = job->done = 0;
         if (job->total > 0) {
-            pthread_cond_broadcast(&pool.work);
-            pthread_cond_broadcast(&pool.finished);      /* a helping caller waits there: new tasks */
+            signal_work();
+            signal_progress();                           /* a helping caller waits there: new tasks */
             return;
         }
     }
     job->finished = 1;
     pool.job = NULL;
-    pthread_cond_broadcast(&pool.finished);
+    signal_progress();
 }
 
 static double now_ms(void)
@@ -91,7 +134,12 @@ static void *worker_main(void *arg)
         if (job && id < job->threads - 1 && !job->cancelled && job->next < job->total) {
             run_next_task(job);
         } else {
-            pthread_cond_wait(&pool.work, &pool.lock);
+            unsigned seen = pool.generation;
+            pthread_mutex_unlock(&pool.lock);
+            spin_until_changed(&pool.generation, seen, SPIN_MS);
+            pthread_mutex_lock(&pool.lock);
+            /* the generation only changes under the lock, before the broadcast: no wake-up can be missed */
+            if (pool.generation == seen) pthread_cond_wait(&pool.work, &pool.lock);
         }
     }
     return NULL;
@@ -127,7 +175,7 @@ int csm_job_start(csm_job *job)
     if (job->total == 0) {
         advance(job);
     } else {
-        pthread_cond_broadcast(&pool.work);
+        signal_work();
     }
     pthread_mutex_unlock(&pool.lock);
     return 0;
@@ -143,10 +191,17 @@ int csm_job_help(csm_job *job, int budget_ms)
             if (now_ms() > deadline) break;
         } else {
             /* the workers hold the last tasks of this phase: wait for the phase or the job to end */
+            unsigned seen = pool.progress;
+            double left = deadline - now_ms();
+            if (left <= 0) break;
+            pthread_mutex_unlock(&pool.lock);
+            spin_until_changed(&pool.progress, seen, left < SPIN_MS ? left : SPIN_MS);
+            pthread_mutex_lock(&pool.lock);
+            if (pool.progress != seen) continue;
             if (budget_ms < 0) {
                 pthread_cond_wait(&pool.finished, &pool.lock);
             } else {
-                double left = deadline - now_ms();
+                left = deadline - now_ms();
                 if (left <= 0) break;
                 struct timespec until;
                 clock_gettime(CLOCK_REALTIME, &until);
