@@ -54,6 +54,7 @@ cdef extern from "src/softmax.h" nogil:
     int csm_plan_parallel(const csm_plan *plan)
     csm_job *csm_plan_job(csm_plan *plan)
     int csm_plan_free(csm_plan *plan)
+    int csm_softmax_small(const csm_call *call, const csm_kernels *kernels)
     const csm_kernels *csm_best_kernels()
     const csm_kernels *csm_kernels_by_name(const char *name)
     int csm_available_kernels(const csm_kernels **lst, int max)
@@ -217,6 +218,13 @@ cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint 
 
 cdef int _run(csm_call *call) except -1:
     """Runs a call inline (small) or in the pool, waiting in slices so that Ctrl-C interrupts it."""
+    cdef int small
+    with nogil:
+        small = csm_softmax_small(call, _active)
+    if small == 0:
+        return 0
+    if small < 0:
+        raise MemoryError("csoftmax: could not allocate the kernel's scratch memory")
     cdef csm_plan *plan = csm_plan_new(call, _active, csm_get_num_threads())
     cdef csm_job *job
     cdef int finished
@@ -323,7 +331,10 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
         nd = cnp.PyArray_NDIM(x)
         if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
                 and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
-            result = _new_output(x, x.dtype)
+            if cnp.PyArray_NBYTES(x) < CACHED_OUTPUT_MIN:    # (small: skip even the dtype lookup)
+                result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
+            else:
+                result = _new_output(x, x.dtype)
             _softmax_into(x, result, dim + nd if dim < 0 else dim)
             return result
     return _general(input, dim, dtype, axis=axis, out=out, where=where)

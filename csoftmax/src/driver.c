@@ -774,10 +774,18 @@ static void plan_between(csm_job *job, int phase)
     }
 }
 
-csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
+static int plan_release(csm_plan *p)
 {
-    csm_plan *p = calloc(1, sizeof *p);
-    if (!p) return NULL;
+    free(p->piece_max);
+    free(p->piece_sum);
+    free(p->row_max);
+    free(p->row_inv);
+    return p->failed ? -1 : 0;
+}
+
+/* Fills a zeroed plan; -1 when the long-row arrays could not be allocated (nothing is then held). */
+static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int threads)
+{
     p->c = c;
     p->kt = kt;
     layout *L = &p->L;
@@ -813,8 +821,8 @@ csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
         p->row_max = malloc(p->n_rows * sizeof(double));
         p->row_inv = malloc(p->n_rows * sizeof(double));
         if (!p->piece_max || !p->piece_sum || !p->row_max || !p->row_inv) {
-            csm_plan_free(p);
-            return NULL;
+            plan_release(p);
+            return -1;
         }
     } else if (p->path == PATH_LANES) {
         csm_idx width = LANES_PANEL;
@@ -843,7 +851,30 @@ csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
     p->job.between = plan_between;
     p->job.ctx = p;
     p->job.threads = threads;
+    return 0;
+}
+
+csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
+{
+    csm_plan *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    if (plan_init(p, c, kt, threads) != 0) {
+        free(p);
+        return NULL;
+    }
     return p;
+}
+
+int csm_softmax_small(const csm_call *c, const csm_kernels *kt)
+{
+    csm_plan p = {0};                                 /* on the stack: a small call skips the allocation */
+    if (plan_init(&p, c, kt, 1) != 0) return -1;
+    if (p.elements >= PARALLEL_MIN) {
+        plan_release(&p);
+        return 1;
+    }
+    csm_job_run_inline(&p.job);
+    return plan_release(&p);
 }
 
 int csm_plan_parallel(const csm_plan *p)
@@ -856,13 +887,9 @@ csm_job *csm_plan_job(csm_plan *p) { return &p->job; }
 
 int csm_plan_free(csm_plan *p)
 {
-    int failed = p->failed;
-    free(p->piece_max);
-    free(p->piece_sum);
-    free(p->row_max);
-    free(p->row_inv);
+    int result = plan_release(p);
     free(p);
-    return failed ? -1 : 0;
+    return result;
 }
 
 int csm_softmax(const csm_call *c, const csm_kernels *kt)

@@ -127,6 +127,9 @@ csm_plan *csm_plan_new(const csm_call *call, const csm_kernels *kernels, int thr
 int csm_plan_parallel(const csm_plan *plan);      /* whether the pool pays for this call */
 struct csm_job *csm_plan_job(csm_plan *plan);
 int csm_plan_free(csm_plan *plan);
+/* A call too small for the pool, run at once without allocating a plan: 0 (done), -1 (no memory), or 1 when the
+ * call is not small (nothing done: plan it). */
+int csm_softmax_small(const csm_call *call, const csm_kernels *kernels);
 
 /* dispatch.c */
 const csm_kernels *csm_best_kernels(void);
