@@ -590,6 +590,7 @@ def check_case(case):
             raise FuzzFailure("out-not-returned", "with out=, the result is not the out array")
         _check_result(case, original, y, "out" in kw)
         _check_layout_independence(case, original, y)
+        _check_backward(case, y, tuple(_axes(case, ndim)))
         if not in_place and snapshot(x) != before:
             raise FuzzFailure("input-modified", "the input's buffer, dtype, strides or flags changed")
 
@@ -684,6 +685,45 @@ def _check_layout_independence(case, x, y):
         where = np.argwhere(differ)[:3].tolist() if a.ndim else "0-d"
         raise FuzzFailure("layout-bits", f"not bit-identical to the result for a C-contiguous native copy "
                                          f"(first differences at {where})")
+
+
+def _check_backward(case, y, axes):
+    """The matching backward function on the forward's result y, in whatever layout y came back (out= kinds
+    included), against a long-double gradient: within 8 eps of the size of the terms it is made of."""
+    func = case.get("func", "softmax")
+    if func not in ("softmax", "log_softmax") or y.ndim == 0 or y.size == 0:
+        return
+    back = getattr(csoftmax, func + "_backward", None)
+    if back is None:
+        return
+    g = np.random.default_rng(y.size).standard_normal(y.shape).astype(y.dtype.newbyteorder("="))
+    dim = axes if len(axes) > 1 else axes[0]
+    before = snapshot(y)
+    try:
+        got = back(g, y, dim)
+    except Exception as e:
+        raise FuzzFailure(f"backward-exception-{type(e).__name__}", f"{func}_backward: {type(e).__name__}: {e}")
+    if snapshot(y) != before:
+        raise FuzzFailure("backward-input-modified", f"{func}_backward changed its output argument")
+    gw, yw = g.astype(np.longdouble), y.astype(np.longdouble)
+    with np.errstate(all="ignore"):
+        if func == "log_softmax":
+            e = np.exp(yw)
+            want = gw - e * gw.sum(axis=axes, keepdims=True)
+            scale = np.abs(gw) + e * np.abs(gw).sum(axis=axes, keepdims=True)
+        else:
+            want = yw * (gw - (gw * yw).sum(axis=axes, keepdims=True))
+            scale = np.abs(yw) * (np.abs(gw) + np.abs(gw * yw).sum(axis=axes, keepdims=True))
+        eps = float(np.finfo(np.float32 if y.dtype == np.float16 else y.dtype).eps)   # the compute type's
+        rounding = float(np.finfo(y.dtype).eps) * np.abs(want)                         # the result's rounding
+        tiny = float(np.finfo(y.dtype).smallest_subnormal)
+        # the row sums' rounding grows with their length (float64 sums in a fixed number of chains): sqrt(n)
+        n = int(np.prod([y.shape[a] for a in axes]))
+        wrong = ~(np.abs(got.astype(np.longdouble) - want) <= (8 + np.sqrt(n)) * eps * scale + rounding + tiny)
+    wrong &= ~(np.isnan(want) & np.isnan(got))           # NaN where the reference is NaN
+    if got.dtype != y.dtype.newbyteorder("=") or got.shape != y.shape or wrong.any():
+        where = np.argwhere(wrong)[:3].tolist()
+        raise FuzzFailure("backward-value", f"{func}_backward differs from the long-double gradient at {where}")
 
 
 # ------------------------------------------------------------------------------------------------ corpus
