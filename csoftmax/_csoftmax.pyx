@@ -331,13 +331,34 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
         nd = cnp.PyArray_NDIM(x)
         if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
                 and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
-            if cnp.PyArray_NBYTES(x) < CACHED_OUTPUT_MIN:    # (small: skip even the dtype lookup)
-                result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
-            else:
-                result = _new_output(x, x.dtype)
-            _softmax_into(x, result, dim + nd if dim < 0 else dim)
-            return result
+            return _fast_call(x, dim, nd, OP_SOFTMAX, False)
     return _general(input, dim, dtype, axis=axis, out=out, where=where)
+
+
+cdef object _fast_call(cnp.ndarray x, int dim, int nd, int op, bint negate):
+    """The fast path's call, once its conditions hold: a new result in x's memory order."""
+    cdef cnp.ndarray result
+    if cnp.PyArray_NBYTES(x) < CACHED_OUTPUT_MIN:    # (small: skip even the dtype lookup)
+        result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
+    else:
+        result = _new_output(x, x.dtype)
+    _softmax_into(x, result, dim + nd if dim < 0 else dim, op, negate)
+    return result
+
+
+def fast_or_none(input, dim, int op, bint negate):
+    """log_softmax's and softmin's fast path (the functions live in _api.py): the result for an exact ndarray of
+    native, aligned float32/float64 and an int dim in range, else None (the caller takes the policy layer)."""
+    cdef cnp.ndarray x
+    cdef int num, nd
+    if type(input) is cnp.ndarray and type(dim) is int:
+        x = <cnp.ndarray>input
+        num = cnp.PyArray_TYPE(x)
+        nd = cnp.PyArray_NDIM(x)
+        if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
+                and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
+            return _fast_call(x, dim, nd, op, negate)
+    return None
 
 
 def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
