@@ -187,30 +187,21 @@ typedef struct {
     int64_t *count_total;
 } lane_state;
 
-static int lane_state_alloc(lane_state *st)
+/* All per-lane arrays of a panel of up to `width` lanes in one allocation (a task used to make eleven). */
+static int lane_state_alloc(lane_state *st, csm_idx width)
 {
     void **arrays[] = {&st->max, &st->inv, (void **)&st->raw_hi, (void **)&st->raw_lo, (void **)&st->sum_hi,
                        (void **)&st->sum_lo, (void **)&st->total, &st->max2, &st->log_lo, (void **)&st->count,
                        (void **)&st->count_total};
-    int ok = 1;
-    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) ok &= (*arrays[i] = malloc(LANES_PANEL * 8)) != NULL;
-    return ok ? 0 : -1;
+    const size_t n = sizeof arrays / sizeof arrays[0];
+    const size_t each = ((size_t)width * 8 + 63) / 64 * 64;        /* 8 bytes per lane covers every type */
+    char *block = malloc(n * each);
+    if (!block) return -1;
+    for (size_t i = 0; i < n; i++) *arrays[i] = block + i * each;
+    return 0;
 }
 
-static void lane_state_free(lane_state *st)
-{
-    free(st->max2);
-    free(st->log_lo);
-    free(st->count);
-    free(st->count_total);
-    free(st->max);
-    free(st->inv);
-    free(st->raw_hi);
-    free(st->raw_lo);
-    free(st->sum_hi);
-    free(st->sum_lo);
-    free(st->total);
-}
+static void lane_state_free(lane_state *st) { free(st->max); }   /* the block starts with max */
 
 static double load_ct(int ct, const void *a, csm_idx i)
 {
@@ -633,7 +624,7 @@ static void run_backward_block(csm_plan *p, const char *x, char *y, csm_idx l0, 
     const int log = p->c->op == CSM_LOG_SOFTMAX_BACKWARD;
     if (p->path == PATH_LANES) {
         lane_state st = {0};
-        if (lane_state_alloc(&st) != 0) {
+        if (lane_state_alloc(&st, l1 - l0 < LANES_PANEL ? l1 - l0 : LANES_PANEL) != 0) {
             p->failed = 1;
         } else {
             for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
@@ -680,7 +671,7 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         }
     } else if (p->path == PATH_LANES) {
         lane_state st = {0};
-        if (lane_state_alloc(&st) != 0) {
+        if (lane_state_alloc(&st, l1 - l0 < LANES_PANEL ? l1 - l0 : LANES_PANEL) != 0) {
             p->failed = 1;
         } else {
             for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
