@@ -288,9 +288,9 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
         _check_out(name, out, y.shape, result_dtype)
     # the kernel's dtype: float16 is worked in float32, as the forward is
     work = np.dtype(np.float32) if result_dtype == np.float16 else result_dtype
+    shape = y.shape
     if y.ndim == 0:
         g, y, axes = g.reshape(1), y.reshape(1), (0,)
-    shape = y.shape
     if len(axes) > 1:
         # normalise jointly: the axes moved last and merged into one (a copy only when their strides don't chain)
         k = len(axes)
@@ -310,7 +310,9 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
     result = _core.empty_like(y, y.dtype)
     if result.size:
         _core.backward_into(g, y, result, axes[0], op)
-    if result.shape != shape:                           # undo the merge of a tuple dim
+    if len(shape) == 0:
+        result = result.reshape(())
+    elif result.shape != shape:                         # undo the merge of a tuple dim
         result = np.moveaxis(result.reshape(moved_shape), range(-len(dim), 0), _normalize_dims(name, dim, len(shape)))
     if out is None:
         return result.astype(result_dtype, copy=False)

@@ -339,6 +339,18 @@ def test_log_softmax_backward_takes_any_output_values():
     np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
+@pytest.mark.parametrize("dim", [0, -1])
+def test_backward_of_a_0d_array_is_0d_like_torchs(dim):
+    for fn, back in (("softmax", csoftmax.softmax_backward), ("log_softmax", csoftmax.log_softmax_backward)):
+        xt = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        yt = getattr(F, fn)(xt, dim)
+        yt.backward(torch.tensor(3.0, dtype=torch.float64))
+        got = back(np.array(3.0), yt.detach().numpy(), dim)
+        assert got.shape == () and got == xt.grad.item()
+        out = np.empty(())
+        assert back(np.array(3.0), yt.detach().numpy(), dim, out=out) is out and out == xt.grad.item()
+
+
 def test_backward_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         csoftmax.softmax_backward(np.ones((2, 3)), np.ones((3, 2)), 0)
