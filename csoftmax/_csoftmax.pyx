@@ -23,6 +23,7 @@ cdef extern from "src/softmax.h" nogil:
         CSM_F16
         CSM_F32
         CSM_F64
+        CSM_SOFTMAX
     ctypedef struct csm_type_kernels:
         void (*row_exp_scale)(const void *x, void *y, csm_idx n, double m, double inv) noexcept nogil
     ctypedef struct csm_kernels:
@@ -320,24 +321,28 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
     array([[0.09  , 0.2447, 0.6652],
            [0.3333, 0.3333, 0.3333]])
     """
-    # Fast path, kept short because small arrays are dominated by it: an exact ndarray of native, aligned
-    # float32/float64, an int dim in range, nothing else asked. Everything else goes to the policy layer.
-    cdef cnp.ndarray x, result
-    cdef int num, nd
-    if (type(input) is cnp.ndarray and dtype is None and axis is None and type(dim) is int and out is None
-            and where is None):
-        x = <cnp.ndarray>input
-        num = cnp.PyArray_TYPE(x)
-        nd = cnp.PyArray_NDIM(x)
-        if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
-                and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
-            return _fast_call(x, dim, nd, OP_SOFTMAX, False)
+    cdef object result
+    if dtype is None and axis is None and out is None and where is None:
+        result = _fast(input, dim, CSM_SOFTMAX, False)
+        if result is not None:
+            return result
     return _general(input, dim, dtype, axis=axis, out=out, where=where)
 
 
-cdef object _fast_call(cnp.ndarray x, int dim, int nd, int op, bint negate):
-    """The fast path's call, once its conditions hold: a new result in x's memory order."""
-    cdef cnp.ndarray result
+cdef object _fast(object input, object dim, int op, bint negate):
+    """The fast path, kept short because small arrays are dominated by it: for an exact ndarray of native, aligned
+    float32/float64 and an int dim in range, a new result in the input's memory order; else None (the caller
+    takes the policy layer)."""
+    cdef cnp.ndarray x, result
+    cdef int num, nd
+    if type(input) is not cnp.ndarray or type(dim) is not int:
+        return None
+    x = <cnp.ndarray>input
+    num = cnp.PyArray_TYPE(x)
+    nd = cnp.PyArray_NDIM(x)
+    if not ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
+            and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
+        return None
     if cnp.PyArray_NBYTES(x) < CACHED_OUTPUT_MIN:    # (small: skip even the dtype lookup)
         result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
     else:
@@ -347,18 +352,8 @@ cdef object _fast_call(cnp.ndarray x, int dim, int nd, int op, bint negate):
 
 
 def fast_or_none(input, dim, int op, bint negate):
-    """log_softmax's and softmin's fast path (the functions live in _api.py): the result for an exact ndarray of
-    native, aligned float32/float64 and an int dim in range, else None (the caller takes the policy layer)."""
-    cdef cnp.ndarray x
-    cdef int num, nd
-    if type(input) is cnp.ndarray and type(dim) is int:
-        x = <cnp.ndarray>input
-        num = cnp.PyArray_TYPE(x)
-        nd = cnp.PyArray_NDIM(x)
-        if ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
-                and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
-            return _fast_call(x, dim, nd, op, negate)
-    return None
+    """log_softmax's and softmin's fast path (those functions live in _api.py): see _fast."""
+    return _fast(input, dim, op, negate)
 
 
 def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):

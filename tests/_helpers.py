@@ -18,6 +18,17 @@ WIDE = {np.dtype(np.float16): np.float64, np.dtype(np.float32): np.float64, np.d
 ULP_BOUND = {np.dtype(np.float16): 1.0, np.dtype(np.float32): 64.0, np.dtype(np.float64): 64.0}
 
 
+def round_to(wide, dtype):
+    """A long-double array rounded once to `dtype`. (NumPy casts long double to float16 through float32, which
+    double-rounds: -32.015625000000012 becomes -32.0 instead of -32.03125; through float64 the second rounding
+    is exact enough. Spacings are taken of magnitudes: np.spacing(float16(-32)) is the spacing below 32.)"""
+    dtype = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        if dtype.itemsize < 8:
+            return np.asarray(wide).astype(np.float64).astype(dtype)
+        return np.asarray(wide).astype(dtype)
+
+
 def native(dtype):
     return np.dtype(dtype).newbyteorder("=")
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import csoftmax
+from _helpers import round_to
 from csoftmax._reference import softmax_reference
 
 pytestmark = pytest.mark.slow
@@ -57,17 +58,6 @@ def _free_and_time(request):
     if reporter is not None and capture is not None:
         with capture.global_and_fixture_disabled():
             reporter.write_line(f"\n[huge] {request.node.name}: {elapsed:.1f} s")
-
-
-def round_to(wide, dtype):
-    """A long-double array rounded once to `dtype`. (NumPy casts long double to float16 through float32, which
-    double-rounds: -32.015625000000012 becomes -32.0 instead of -32.03125; through float64 the second rounding
-    is exact enough. Spacings are taken of magnitudes: np.spacing(float16(-32)) is the spacing below 32.)"""
-    dtype = np.dtype(dtype)
-    with np.errstate(all="ignore"):
-        if dtype.itemsize < 8:
-            return np.asarray(wide).astype(np.float64).astype(dtype)
-        return np.asarray(wide).astype(dtype)
 
 
 def assert_close_to_reference(values, ref_wide, dtype, ulps, what):
