@@ -617,31 +617,19 @@ static void outer_offsets(const layout *L, csm_idx outer, csm_idx *in_off, csm_i
     }
 }
 
-/* Backward over lanes [l0, l1) of one outer index: x and y are the outer index's start in y and in the result. */
-static void run_backward_block(csm_plan *p, const char *x, char *y, csm_idx l0, csm_idx l1)
+/* One panel of `width` contiguous lanes (x: input, y: output, at the panel's first lane), by the call's op. */
+static void run_lanes_panel(csm_plan *p, const char *x, char *y, csm_idx width, lane_state *st)
 {
-    const layout *L = &p->L;
-    const int log = p->c->op == CSM_LOG_SOFTMAX_BACKWARD;
-    if (p->path == PATH_LANES) {
-        lane_state st = {0};
-        if (lane_state_alloc(&st, l1 - l0 < LANES_PANEL ? l1 - l0 : LANES_PANEL) != 0) {
-            p->failed = 1;
-        } else {
-            for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
-                csm_idx width = l1 - l < LANES_PANEL ? l1 - l : LANES_PANEL;
-                const char *yl = x + l * (csm_idx)p->es;
-                backward_lanes(p->k, p->ct, log, L, grad_of(p->c, yl), yl, y + l * (csm_idx)p->es, width, &st);
-            }
-        }
-        lane_state_free(&st);
-        return;
-    }
-    for (csm_idx l = l0; l < l1; l++) {
-        const char *yl = x + l * L->in_lane_stride;
-        if (p->path == PATH_ROWS)
-            backward_row(p->k, log, grad_of(p->c, yl), yl, y + l * L->out_lane_stride, L->axis_len);
-        else
-            backward_general(p->k, p->ct, log, L, grad_of(p->c, yl), yl, y + l * L->out_lane_stride);
+    switch (p->c->op) {
+    case CSM_LOG_SOFTMAX:
+        log_softmax_lanes(p->k, p->ct, &p->L, x, y, width, st);
+        break;
+    case CSM_SOFTMAX_BACKWARD:
+    case CSM_LOG_SOFTMAX_BACKWARD:
+        backward_lanes(p->k, p->ct, p->c->op == CSM_LOG_SOFTMAX_BACKWARD, &p->L, grad_of(p->c, x), x, y, width, st);
+        break;
+    default:
+        softmax_lanes(p->k, p->ct, &p->L, x, y, width, st);
     }
 }
 
@@ -653,11 +641,26 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     outer_offsets(L, outer, &in_off, &out_off);
     const char *x = p->c->in + in_off;
     char *y = p->c->out + out_off;
-    if (p->c->op >= CSM_SOFTMAX_BACKWARD) {
-        run_backward_block(p, x, y, l0, l1);
-        return;
-    }
-    if (p->path == PATH_ROWS) {
+    if (p->path == PATH_LANES) {
+        lane_state st = {0};
+        if (lane_state_alloc(&st, l1 - l0 < LANES_PANEL ? l1 - l0 : LANES_PANEL) != 0) {
+            p->failed = 1;
+        } else {
+            for (csm_idx l = l0; l < l1; l += LANES_PANEL)
+                run_lanes_panel(p, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es,
+                                l1 - l < LANES_PANEL ? l1 - l : LANES_PANEL, &st);
+        }
+        lane_state_free(&st);
+    } else if (p->c->op >= CSM_SOFTMAX_BACKWARD) {   /* rows or strided rows of y, with g beside them */
+        const int log = p->c->op == CSM_LOG_SOFTMAX_BACKWARD;
+        for (csm_idx l = l0; l < l1; l++) {
+            const char *yl = x + l * L->in_lane_stride;
+            if (p->path == PATH_ROWS)
+                backward_row(p->k, log, grad_of(p->c, yl), yl, y + l * L->out_lane_stride, L->axis_len);
+            else
+                backward_general(p->k, p->ct, log, L, grad_of(p->c, yl), yl, y + l * L->out_lane_stride);
+        }
+    } else if (p->path == PATH_ROWS) {
         csm_idx l = l0;
         if (p->short_rows)
             l += p->k->short_rows(x + l * L->in_lane_stride, L->in_lane_stride, y + l * L->out_lane_stride,
@@ -669,20 +672,6 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
             else
                 softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len, p->es);
         }
-    } else if (p->path == PATH_LANES) {
-        lane_state st = {0};
-        if (lane_state_alloc(&st, l1 - l0 < LANES_PANEL ? l1 - l0 : LANES_PANEL) != 0) {
-            p->failed = 1;
-        } else {
-            for (csm_idx l = l0; l < l1; l += LANES_PANEL) {
-                csm_idx width = l1 - l < LANES_PANEL ? l1 - l : LANES_PANEL;
-                if (p->c->op == CSM_LOG_SOFTMAX)
-                    log_softmax_lanes(p->k, p->ct, L, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es, width, &st);
-                else
-                    softmax_lanes(p->k, p->ct, L, x + l * (csm_idx)p->es, y + l * (csm_idx)p->es, width, &st);
-            }
-        }
-        lane_state_free(&st);
     } else {
         void *row_buffer = NULL;
         if ((size_t)L->axis_len * p->es <= ROW_BUFFER_MAX && !(row_buffer = malloc((size_t)L->axis_len * p->es))) {
