@@ -101,19 +101,6 @@ static void decompose(const csm_call *c, layout *L)
 
 static size_t dtype_size(int dtype) { return dtype == CSM_F16 ? 2 : dtype == CSM_F32 ? 4 : 8; }
 
-static double fixsum_value(csm_fixsum s)
-{
-    const double unit = 1.0 / 1099511627776.0;     /* 2^-40 */
-    return (double)s.hi * unit + (double)s.lo * (unit * unit);
-}
-
-/* 1/S in the compute type, or NaN for a row whose maximum is NaN or infinite (torch gives NaN there too). */
-static double reciprocal(int ct, double row_max, double total)
-{
-    if (!isfinite(row_max)) return NAN;
-    return ct == CSM_F32 ? (double)(float)(1.0 / total) : 1.0 / total;
-}
-
 /* Sum of exp(x - m) over a contiguous row, in pieces of CSM_SUM_CHUNK so the fixed-point sums cannot overflow. */
 static double row_total(const csm_type_kernels *k, const char *x, char *e, csm_idx n, double m, size_t es)
 {
@@ -122,7 +109,7 @@ static double row_total(const csm_type_kernels *k, const char *x, char *e, csm_i
         csm_idx len = n - start < CSM_SUM_CHUNK ? n - start : CSM_SUM_CHUNK;
         csm_fixsum s = {0, 0};
         k->row_exp_sum(x + start * es, e ? e + start * es : NULL, len, m, &s);
-        total += fixsum_value(s);
+        total += csm_fixsum_value(s);
     }
     return total;
 }
@@ -131,12 +118,16 @@ static double row_total(const csm_type_kernels *k, const char *x, char *e, csm_i
 
 static void softmax_row(const csm_type_kernels *k, int ct, const char *x, char *y, csm_idx n, size_t es)
 {
+    if ((size_t)n * es <= CSM_FUSED_ROW_BYTES) {
+        k->rows_softmax(x, 0, y, 0, 1, n);
+        return;
+    }
     double m = k->row_max(x, n);
     if ((size_t)n * es <= CACHE_BUDGET) {
-        double inv = reciprocal(ct, m, row_total(k, x, y, n, m, es));
+        double inv = csm_reciprocal(ct, m, row_total(k, x, y, n, m, es));
         k->row_scale(y, n, inv);
     } else {
-        double inv = reciprocal(ct, m, row_total(k, x, NULL, n, m, es));
+        double inv = csm_reciprocal(ct, m, row_total(k, x, NULL, n, m, es));
         k->row_exp_scale(x, y, n, m, inv);
     }
 }
@@ -169,7 +160,7 @@ static void log_softmax_row(const csm_type_kernels *k, int ct, const char *x, ch
             csm_idx len = n - start < CSM_SUM_CHUNK ? n - start : CSM_SUM_CHUNK;
             csm_fixsum s = {0, 0};
             k->row_logsum(x + start * es, len, m, m2_eff, &s, &count);
-            t += fixsum_value(s);
+            t += csm_fixsum_value(s);
         }
     }
     k->row_log_out(x, y, n, m, log_sum(ct, m, m2, t, count));
@@ -248,11 +239,11 @@ static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, co
         }
         for (csm_idx l = 0; l < n_lanes; l++) {
             csm_fixsum s = {st->sum_hi[l], st->sum_lo[l]};
-            st->total[l] += fixsum_value(s);
+            st->total[l] += csm_fixsum_value(s);
         }
     }
     for (csm_idx l = 0; l < n_lanes; l++)
-        store_ct(ct, st->inv, l, reciprocal(ct, load_ct(ct, st->max, l), st->total[l]));
+        store_ct(ct, st->inv, l, csm_reciprocal(ct, load_ct(ct, st->max, l), st->total[l]));
 
     for (csm_idx i = 0; i < n; i++) {
         if (store) k->lanes_scale(y + i * L->out_axis_stride, st->inv, n_lanes);
@@ -299,7 +290,7 @@ static void log_softmax_lanes(const csm_type_kernels *k, int ct, const layout *L
         }
         for (csm_idx l = 0; l < n_lanes; l++) {
             csm_fixsum s = {st->sum_hi[l], st->sum_lo[l]};
-            st->total[l] += fixsum_value(s);
+            st->total[l] += csm_fixsum_value(s);
         }
     }
     for (csm_idx l = 0; l < n_lanes; l++) {
@@ -517,7 +508,7 @@ static void log_softmax_streamed(const csm_kernels *kt, const csm_call *c, int c
         gather(kt, c, x + s * is, is, len, ct, buf);
         k->row_logsum(buf, len, m, m2_eff, &sum, &count);
         if ((s + len) % CSM_SUM_CHUNK == 0 || s + len == n) {
-            t += fixsum_value(sum);
+            t += csm_fixsum_value(sum);
             sum.hi = sum.lo = 0;
         }
     }
@@ -565,11 +556,11 @@ static void softmax_general(const csm_kernels *kt, const csm_call *c, int ct, co
         gather(kt, c, x + s * is, is, len, ct, buf);
         k->row_exp_sum(buf, NULL, len, m, &sum);
         if ((s + len) % CSM_SUM_CHUNK == 0 || s + len == n) {
-            total += fixsum_value(sum);
+            total += csm_fixsum_value(sum);
             sum.hi = sum.lo = 0;
         }
     }
-    double inv = reciprocal(ct, m, total);
+    double inv = csm_reciprocal(ct, m, total);
     for (csm_idx s = 0; s < n; s += GATHER_BLOCK) {
         csm_idx len = n - s < GATHER_BLOCK ? n - s : GATHER_BLOCK;
         gather(kt, c, x + s * is, is, len, ct, buf);
@@ -665,13 +656,18 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         if (p->short_rows)
             l += p->k->short_rows(x + l * L->in_lane_stride, L->in_lane_stride, y + l * L->out_lane_stride,
                                   L->out_lane_stride, l1 - l0, L->axis_len);
-        for (; l < l1; l++) {
-            if (p->c->op == CSM_LOG_SOFTMAX)
-                log_softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len,
+        if (p->c->op == CSM_SOFTMAX && (size_t)L->axis_len * p->es <= CSM_FUSED_ROW_BYTES)
+            p->k->rows_softmax(x + l * L->in_lane_stride, L->in_lane_stride, y + l * L->out_lane_stride,
+                               L->out_lane_stride, l1 - l, L->axis_len);
+        else
+            for (; l < l1; l++) {
+                if (p->c->op == CSM_LOG_SOFTMAX)
+                    log_softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride,
+                                    L->axis_len, p->es);
+                else
+                    softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len,
                                 p->es);
-            else
-                softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len, p->es);
-        }
+            }
     } else {
         void *row_buffer = NULL;
         if ((size_t)L->axis_len * p->es <= ROW_BUFFER_MAX && !(row_buffer = malloc((size_t)L->axis_len * p->es))) {
@@ -747,9 +743,9 @@ static void plan_between(csm_job *job, int phase)
                     chunk.hi += p->piece_sum[r * p->pieces + i].hi;
                     chunk.lo += p->piece_sum[r * p->pieces + i].lo;
                 }
-                total += fixsum_value(chunk);
+                total += csm_fixsum_value(chunk);
             }
-            p->row_inv[r] = reciprocal(p->ct, p->row_max[r], total);
+            p->row_inv[r] = csm_reciprocal(p->ct, p->row_max[r], total);
         }
     }
 }

@@ -19,7 +19,13 @@
 #define CSM_WIDEN
 #define CSM_ANY_LESS
 #define CSM_GATHER
+#define CSM_MAX_NUM
+#define CSM_ANY_NAN2
 #include "simd_vec.h"
+static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm512_max_ps((__m512)x, (__m512)acc); }
+static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm512_max_pd((__m512d)x, (__m512d)acc); }
+static inline int any_nan2_f32(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_UNORD_Q) != 0; }
+static inline int any_nan2_f64(vd a, vd b) { return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_UNORD_Q) != 0; }
 /* Byte offsets k * stride as 32-bit indices: the driver only sends strides with 16 * |stride| < 2^31. */
 static inline __m512i lane_offsets16(csm_idx stride)
 {

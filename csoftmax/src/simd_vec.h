@@ -109,6 +109,13 @@ static inline vd vd_select(vl mask, vd a, vd b) { return (vd)(((vl)a & mask) | (
 static inline vf vf_max_nan(vf acc, vf x) { return (vf)((vi)vf_select(x > acc, x, acc) | (x != x)); }
 static inline vd vd_max_nan(vd acc, vd x) { return (vd)((vl)vd_select(x > acc, x, acc) | (x != x)); }
 
+/* The running maximum for x without NaN: x > acc ? x : acc, which is x86's maxps(x, acc) and equals vf_max_nan
+ * whenever x has no NaN (a NaN acc stays). Kernels take it after a check that x has none (any_nan2). */
+#ifndef CSM_MAX_NUM
+static inline vf vf_max_num(vf acc, vf x) { return vf_select(x > acc, x, acc); }
+static inline vd vd_max_num(vd acc, vd x) { return vd_select(x > acc, x, acc); }
+#endif
+
 /* Whether any lane of a comparison mask is set (the including file may supply a one-instruction version). */
 #ifndef CSM_ANY
 static inline int vi_any(vi m)
@@ -125,6 +132,12 @@ static inline int vl_any(vl m) { return vi_any((vi)m); }
 #ifndef CSM_ANY_LESS
 static inline int any_less_f32(vf a, vf b) { return vi_any(a < b); }
 static inline int any_less_f64(vd a, vd b) { return vl_any(a < b); }
+#endif
+
+/* Whether any lane of a or of b is NaN (the including file may supply a single unordered compare). */
+#ifndef CSM_ANY_NAN2
+static inline int any_nan2_f32(vf a, vf b) { return vi_any((a != a) | (b != b)); }
+static inline int any_nan2_f64(vd a, vd b) { return vl_any((a != a) | (b != b)); }
 #endif
 
 #ifndef CSM_FMA_F32

@@ -19,6 +19,7 @@
 #ifndef CSOFTMAX_SOFTMAX_H
 #define CSOFTMAX_SOFTMAX_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,9 +32,23 @@ enum csm_dtype { CSM_F16 = 0, CSM_F32 = 1, CSM_F64 = 2 };
  * 2^-80). Each e_i <= 1, so a chunk of CSM_SUM_CHUNK terms stays below 2^62 and cannot overflow.
  */
 typedef struct { int64_t hi, lo; } csm_fixsum;
+
+static inline double csm_fixsum_value(csm_fixsum s)
+{
+    const double unit = 1.0 / 1099511627776.0;     /* 2^-40 */
+    return (double)s.hi * unit + (double)s.lo * (unit * unit);
+}
+
+/* 1/S in the compute type, or NaN for a row whose maximum is NaN or infinite (torch gives NaN there too). */
+static inline double csm_reciprocal(int ct, double row_max, double total)
+{
+    if (!isfinite(row_max)) return NAN;
+    return ct == CSM_F32 ? (double)(float)(1.0 / total) : 1.0 / total;
+}
 #define CSM_SUM_CHUNK ((csm_idx)1 << 22)
 
 #define CSM_LANES_FLUSH 512           /* float32 raw parts are 32-bit: 512 terms of at most 2^22 fit */
+#define CSM_FUSED_ROW_BYTES (64 * 1024) /* rows up to this size take rows_softmax (L1/L2-resident) */
 #define CSM_SHORT_ROW_MAX 32         /* longest row the across-rows kernel takes (kernels.inc sizes its columns) */
 
 /*
@@ -62,6 +77,10 @@ typedef struct {
      * bytes with 16 * |stride| < 2^31. Does whole groups of vector-width rows; returns how many rows it did. */
     csm_idx (*short_rows)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
                           csm_idx n);
+    /* whole softmax of n_rows contiguous rows of n elements (row strides in bytes), for rows that fit in cache
+     * (the driver sends rows of at most CSM_FUSED_ROW_BYTES): the row kernels' steps in one call, same bits */
+    void (*rows_softmax)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
+                         csm_idx n);
     /* log_softmax of a contiguous row (see kernels.inc): top two values; fixed-point sum of exp(x - m2) over
      * x < m plus the count of x == m; the output (x - m) - log_s */
     void (*row_max2)(const void *x, csm_idx n, double *m, double *m2);
