@@ -190,6 +190,31 @@ def test_row_lengths_and_row_counts_around_vector_widths_and_the_short_row_limit
                 check_softmax_of_layout(x, 0, f"{np.dtype(dtype).name} ({rows}, {n}) {layout} dim 0")
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 16, 17, 31, 32, 33, 64, 65, 1000])
+def test_every_other_element_views_at_both_phases_match_reference(n, kernel_set, rng):
+    # [..., ::2] rows are loaded two vectors at a time; [..., 1::2] of the last row ends at the buffer's last element,
+    # so a load past the row would leave the buffer (the sanitizer run of the suite sees that)
+    for dtype in (np.float32, np.float64):
+        base = make_base(dtype, (5, 2 * n), "finite", rng)
+        for phase in (0, 1):
+            x = base[:, phase::2]
+            for dim in (1, 0):
+                check_softmax_of_layout(x, dim, f"{np.dtype(dtype).name} [:, {phase}::2] n={n} dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [3, 16, 40, 300])
+def test_nan_in_one_row_of_a_group_of_rows_leaves_its_neighbours_exact(kernel_set, dtype, n, rng):
+    # rows are computed several at a time: a NaN in one of them must not reach the others
+    for bad_row in (0, 2, 5, 8):
+        base = make_base(dtype, (9, n), "finite", rng)
+        base[bad_row, n // 2] = np.nan
+        y = softmax(base, 1)
+        assert np.isnan(y[bad_row]).all()
+        good = [r for r in range(9) if r != bad_row]
+        assert_softmax_close(y[good], reference_softmax(base[good], 1), dtype, what=f"NaN in row {bad_row}")
+
+
 def test_arrays_of_8_16_and_32_dimensions_in_reversed_memory_order_work(rng):
     for ndim in (8, 16, 32):
         shape = [1] * ndim

@@ -200,12 +200,6 @@ static double load_ct(int ct, const void *a, csm_idx i)
 }
 
 /* n elements of the compute type (native, aligned) at byte stride `stride`, into buf */
-static void strided_load(int ct, const char *p, csm_idx stride, csm_idx n, void *buf)
-{
-    if (ct == CSM_F32) for (csm_idx i = 0; i < n; i++) ((float *)buf)[i] = *(const float *)(p + i * stride);
-    else for (csm_idx i = 0; i < n; i++) ((double *)buf)[i] = *(const double *)(p + i * stride);
-}
-
 static void store_ct(int ct, void *a, csm_idx i, double v)
 {
     if (ct == CSM_F32) ((float *)a)[i] = (float)v;
@@ -342,14 +336,14 @@ static void backward_general(const csm_type_kernels *k, int ct, int log, const l
     double s = 0.0;
     for (csm_idx b = 0; b < n; b += GATHER_BLOCK) {
         csm_idx len = n - b < GATHER_BLOCK ? n - b : GATHER_BLOCK;
-        strided_load(ct, g + b * is, is, len, gbuf);
-        if (!log) strided_load(ct, y + b * is, is, len, ybuf);
+        k->strided_load(g + b * is, is, len, gbuf);
+        if (!log) k->strided_load(y + b * is, is, len, ybuf);
         s += k->row_grad_sum(gbuf, log ? NULL : ybuf, len);
     }
     for (csm_idx b = 0; b < n; b += GATHER_BLOCK) {
         csm_idx len = n - b < GATHER_BLOCK ? n - b : GATHER_BLOCK;
-        strided_load(ct, g + b * is, is, len, gbuf);
-        strided_load(ct, y + b * is, is, len, ybuf);
+        k->strided_load(g + b * is, is, len, gbuf);
+        k->strided_load(y + b * is, is, len, ybuf);
         k->row_grad_out(gbuf, ybuf, ybuf, len, s, log);
         char *q = out + b * os;
         if (ct == CSM_F32) for (csm_idx i = 0; i < len; i++) *(float *)(q + i * os) = ((float *)ybuf)[i];
@@ -425,11 +419,11 @@ static void gather_values(const csm_kernels *kt, const csm_call *c, const char *
             }
         }
     } else if (c->in_dtype == CSM_F32 && ct == CSM_F32) {
-        if (plain) for (csm_idx i = 0; i < n; i++) bf[i] = *(const float *)(p + i * stride);
+        if (plain) kt->f32.strided_load(p, stride, n, bf);
         else if (!c->in_swapped) for (csm_idx i = 0; i < n; i++) memcpy(bf + i, p + i * stride, 4);
         else for (csm_idx i = 0; i < n; i++) bf[i] = load_f32_swapped(p + i * stride);
     } else if (c->in_dtype == CSM_F64 && ct == CSM_F64) {
-        if (plain) for (csm_idx i = 0; i < n; i++) bd[i] = *(const double *)(p + i * stride);
+        if (plain) kt->f64.strided_load(p, stride, n, bd);
         else if (!c->in_swapped) for (csm_idx i = 0; i < n; i++) memcpy(bd + i, p + i * stride, 8);
         else for (csm_idx i = 0; i < n; i++) bd[i] = load_f64_swapped(p + i * stride);
     } else if (c->in_dtype == CSM_F32) {          /* float32 input computed in float64 (widening, exact) */
@@ -532,9 +526,12 @@ static void softmax_general(const csm_kernels *kt, const csm_call *c, int ct, co
     const csm_idx n = L->axis_len, is = L->in_axis_stride, os = L->out_axis_stride;
     if (row_buffer) {
         gather(kt, c, x, is, n, ct, row_buffer);
-        if (c->op == CSM_LOG_SOFTMAX) log_softmax_row(k, ct, row_buffer, row_buffer, n, es);
-        else softmax_row(k, ct, row_buffer, row_buffer, n, es);
-        scatter(kt, c, row_buffer, ct, y, os, n);
+        /* a contiguous output row of the compute type takes the result directly */
+        const int direct = c->out_dtype == ct && os == (csm_idx)es;
+        char *dest = direct ? y : row_buffer;
+        if (c->op == CSM_LOG_SOFTMAX) log_softmax_row(k, ct, row_buffer, dest, n, es);
+        else softmax_row(k, ct, row_buffer, dest, n, es);
+        if (!direct) scatter(kt, c, row_buffer, ct, y, os, n);
         return;
     }
     if (c->op == CSM_LOG_SOFTMAX) {

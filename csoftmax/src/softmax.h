@@ -81,6 +81,8 @@ typedef struct {
      * (the driver sends rows of at most CSM_FUSED_ROW_BYTES): the row kernels' steps in one call, same bits */
     void (*rows_softmax)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
                          csm_idx n);
+    /* n elements at p + i * stride (bytes; native, aligned) into the contiguous buf */
+    void (*strided_load)(const char *p, csm_idx stride, csm_idx n, void *buf);
     /* log_softmax of a contiguous row (see kernels.inc): top two values; fixed-point sum of exp(x - m2) over
      * x < m plus the count of x == m; the output (x - m) - log_s */
     void (*row_max2)(const void *x, csm_idx n, double *m, double *m2);
