@@ -10,8 +10,8 @@ import pytest
 
 from csoftmax import softmax
 
-from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, make_layout, native, reference_softmax,
-                      row_reduce_dims, snapshot)
+from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, native,
+                      reference_softmax, row_reduce_dims, snapshot)
 
 FLOAT_DTYPES = [np.float16, np.float32, np.float64]
 
@@ -213,6 +213,27 @@ def test_nan_in_one_row_of_a_group_of_rows_leaves_its_neighbours_exact(kernel_se
         assert np.isnan(y[bad_row]).all()
         good = [r for r in range(9) if r != bad_row]
         assert_softmax_close(y[good], reference_softmax(base[good], 1), dtype, what=f"NaN in row {bad_row}")
+
+
+@pytest.mark.parametrize("n", [3, 16, 20, 40])
+def test_rows_that_are_nan_have_the_same_bits_on_every_path(kernel_set, n, rng):
+    # rows of a NaN result (NaN, +inf, all -inf) computed in groups of rows, alone, as lanes, through the general
+    # path and into a strided out=: a product of two NaNs takes either's bits, so every path writes the same NaN
+    for dtype in (np.float32, np.float64):
+        base = make_base(dtype, (11, n), "finite", rng)
+        base[1, n // 2], base[4, 0], base[9] = np.nan, np.inf, -np.inf
+        base[6, 1 % n], base[6, n - 1] = np.inf, -np.inf
+        expect = bits(softmax(base, 1))
+        assert np.isnan(softmax(base, 1)[[1, 4, 6, 9]]).all()
+        strided_out = np.empty((22, 2 * n), dtype)[::2, ::2]
+        got = {
+            "rows one by one": np.concatenate([bits(softmax(base[r:r + 1], 1)) for r in range(11)]),
+            "lanes": bits(softmax(np.ascontiguousarray(base.T), 0).T),
+            "general (byte-swapped)": bits(softmax(base.astype(base.dtype.newbyteorder("S")), 1)),
+            "strided out=": bits(softmax(base, 1, out=strided_out)),
+        }
+        for what, b in got.items():
+            np.testing.assert_array_equal(b, expect, err_msg=f"{np.dtype(dtype).name} n={n}: {what}")
 
 
 def test_arrays_of_8_16_and_32_dimensions_in_reversed_memory_order_work(rng):

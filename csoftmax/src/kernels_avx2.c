@@ -20,7 +20,37 @@
 #define CSM_GATHER
 #define CSM_MAX_NUM
 #define CSM_ANY_NAN2
+#define CSM_PARTIAL
 #include "simd_vec.h"
+/* Row tails by masked loads and stores: the masked-off lanes are neither read nor written (no fault either). */
+static inline __m256i mask32x8(csm_idx n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256i mask64x4(csm_idx n)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n < 4 ? n : 4), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+static inline vf vf_load_part(const float *p, csm_idx n, float fill)
+{
+    __m256i k = mask32x8(n);
+    return (vf)_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, k), _mm256_castsi256_ps(k));
+}
+static inline void vf_store_part(float *p, vf v, csm_idx n) { _mm256_maskstore_ps(p, mask32x8(n), (__m256)v); }
+static inline vd vd_load_part(const double *p, csm_idx n, double fill)
+{
+    __m256i k = mask64x4(n);
+    return (vd)_mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(p, k), _mm256_castsi256_pd(k));
+}
+static inline void vd_store_part(double *p, vd v, csm_idx n) { _mm256_maskstore_pd(p, mask64x4(n), (__m256d)v); }
+static inline vl vl_load_part(const int64_t *p, csm_idx n)
+{
+    return (vl)_mm256_maskload_epi64((const long long *)p, mask64x4(n));
+}
+static inline void vl_store_part(int64_t *p, vl v, csm_idx n)
+{
+    _mm256_maskstore_epi64((long long *)p, mask64x4(n), (__m256i)v);
+}
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm256_max_ps((__m256)x, (__m256)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm256_max_pd((__m256d)x, (__m256d)acc); }
 static inline int any_nan2_f32(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_UNORD_Q)); }
@@ -137,7 +167,7 @@ static inline __attribute__((always_inline)) void short_group_f32(const char *x,
         col[j] = (__m256)e;
     }
     vf inv = lane_reciprocals_f32(hi, lo, n, m);
-    for (csm_idx j = 0; j < n; j++) col[j] = (__m256)((vf)col[j] * inv);
+    for (csm_idx j = 0; j < n; j++) col[j] = (__m256)scale_lanes_f32((vf)col[j], inv);
     for (int h = 0; h < halves; h++) transpose8x8(col + 8 * h);
     for (int r = 0; r < 8; r++)
         for (int h = 0; h < halves; h++) _mm256_storeu_ps((float *)(y + r * ys) + 8 * h, col[8 * h + r]);

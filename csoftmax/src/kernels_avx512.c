@@ -21,7 +21,26 @@
 #define CSM_GATHER
 #define CSM_MAX_NUM
 #define CSM_ANY_NAN2
+#define CSM_PARTIAL
 #include "simd_vec.h"
+/* Row tails by masked loads and stores: the masked-off lanes are neither read nor written (no fault either). */
+static inline __mmask16 mask16(csm_idx n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+static inline __mmask8 mask8(csm_idx n) { return n >= 8 ? (__mmask8)0xff : (__mmask8)((1u << n) - 1); }
+static inline vf vf_load_part(const float *p, csm_idx n, float fill)
+{
+    return (vf)_mm512_mask_loadu_ps(_mm512_set1_ps(fill), mask16(n), p);
+}
+static inline void vf_store_part(float *p, vf v, csm_idx n) { _mm512_mask_storeu_ps(p, mask16(n), (__m512)v); }
+static inline vd vd_load_part(const double *p, csm_idx n, double fill)
+{
+    return (vd)_mm512_mask_loadu_pd(_mm512_set1_pd(fill), mask8(n), p);
+}
+static inline void vd_store_part(double *p, vd v, csm_idx n) { _mm512_mask_storeu_pd(p, mask8(n), (__m512d)v); }
+static inline vl vl_load_part(const int64_t *p, csm_idx n)
+{
+    return (vl)_mm512_maskz_loadu_epi64(mask8(n), p);
+}
+static inline void vl_store_part(int64_t *p, vl v, csm_idx n) { _mm512_mask_storeu_epi64(p, mask8(n), (__m512i)v); }
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm512_max_ps((__m512)x, (__m512)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm512_max_pd((__m512d)x, (__m512d)acc); }
 static inline int any_nan2_f32(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_UNORD_Q) != 0; }

@@ -34,7 +34,8 @@ static inline vd vd_set1(double a) { return (vd){0} + a; }
 static inline vi vi_set1(int32_t a) { return (vi){0} + a; }
 static inline vl vl_set1(int64_t a) { return (vl){0} + a; }
 
-/* Partial vectors for row tails: the missing lanes hold `fill`. */
+/* Partial vectors for row tails: the missing lanes hold `fill` (the including file may supply masked versions). */
+#ifndef CSM_PARTIAL
 static inline vf vf_load_part(const float *p, csm_idx n, float fill)
 {
     float t[CSM_NF];
@@ -71,6 +72,7 @@ static inline void vl_store_part(int64_t *p, vl v, csm_idx n)
     vl_store(t, v);
     for (int i = 0; i < n; i++) p[i] = t[i];
 }
+#endif
 
 /* Strided lane access: lane k at p + k * stride bytes (the including file may use gather/scatter instructions). */
 #ifndef CSM_GATHER
