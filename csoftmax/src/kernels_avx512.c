@@ -43,6 +43,8 @@ static inline vl vl_load_part(const int64_t *p, csm_idx n)
 static inline void vl_store_part(int64_t *p, vl v, csm_idx n) { _mm512_mask_storeu_epi64(p, mask8(n), (__m512i)v); }
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm512_max_ps((__m512)x, (__m512)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm512_max_pd((__m512d)x, (__m512d)acc); }
+static inline vf vf_min_num(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+static inline vd vd_min_num(vd a, vd b) { return (vd)_mm512_min_pd((__m512d)a, (__m512d)b); }
 static inline int any_nan2_f32(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_UNORD_Q) != 0; }
 static inline int any_nan2_f64(vd a, vd b) { return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_UNORD_Q) != 0; }
 /* Byte offsets k * stride as 32-bit indices: the driver only sends strides with 16 * |stride| < 2^31. */

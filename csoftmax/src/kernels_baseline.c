@@ -13,6 +13,8 @@
 #include "simd_vec.h"
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm_max_ps((__m128)x, (__m128)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm_max_pd((__m128d)x, (__m128d)acc); }
+static inline vf vf_min_num(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m128)b); }
+static inline vd vd_min_num(vd a, vd b) { return (vd)_mm_min_pd((__m128d)a, (__m128d)b); }
 static inline int any_nan2_f32(vf a, vf b) { return _mm_movemask_ps(_mm_cmpunord_ps((__m128)a, (__m128)b)); }
 static inline int any_nan2_f64(vd a, vd b) { return _mm_movemask_pd(_mm_cmpunord_pd((__m128d)a, (__m128d)b)); }
 #else

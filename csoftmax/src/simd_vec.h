@@ -116,6 +116,9 @@ static inline vd vd_max_nan(vd acc, vd x) { return (vd)((vl)vd_select(x > acc, x
 #ifndef CSM_MAX_NUM
 static inline vf vf_max_num(vf acc, vf x) { return vf_select(x > acc, x, acc); }
 static inline vd vd_max_num(vd acc, vd x) { return vd_select(x > acc, x, acc); }
+/* a < b ? a : b, which is x86's minps(a, b) */
+static inline vf vf_min_num(vf a, vf b) { return vf_select(a < b, a, b); }
+static inline vd vd_min_num(vd a, vd b) { return vd_select(a < b, a, b); }
 #endif
 
 /* Whether any lane of a comparison mask is set (the including file may supply a one-instruction version). */
