@@ -212,7 +212,7 @@ static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, co
     const size_t es = dtype_size(ct);
     const csm_idx n = L->axis_len;
     for (csm_idx l = 0; l < n_lanes; l++) store_ct(ct, st->max, l, -INFINITY);
-    for (csm_idx i = 0; i < n; i++) k->lanes_max(x + i * L->in_axis_stride, st->max, n_lanes);
+    k->lanes_max(x, L->in_axis_stride, n, st->max, n_lanes);
 
     const int store = (size_t)n * n_lanes * es <= LANES_STORE_BUDGET;
     memset(st->total, 0, n_lanes * sizeof(double));
@@ -222,14 +222,11 @@ static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, co
         memset(st->sum_lo, 0, n_lanes * sizeof(int64_t));
         memset(st->raw_hi, 0, n_lanes * sizeof(uint64_t));
         memset(st->raw_lo, 0, n_lanes * sizeof(uint64_t));
-        for (csm_idx i = start; i < stop; i++) {
-            k->lanes_exp_sum(x + i * L->in_axis_stride, store ? y + i * L->out_axis_stride : NULL, st->max,
-                             st->raw_hi, st->raw_lo, n_lanes);
-            csm_idx done = i + 1 - start;
-            if (done % CSM_LANES_FLUSH == 0 || i + 1 == stop) {
-                csm_idx terms = done % CSM_LANES_FLUSH ? done % CSM_LANES_FLUSH : CSM_LANES_FLUSH;
-                k->lanes_flush(st->raw_hi, st->raw_lo, terms, st->sum_hi, st->sum_lo, n_lanes);
-            }
+        for (csm_idx i = start; i < stop; i += CSM_LANES_FLUSH) {
+            csm_idx steps = stop - i < CSM_LANES_FLUSH ? stop - i : CSM_LANES_FLUSH;
+            k->lanes_exp_sum(x + i * L->in_axis_stride, L->in_axis_stride, store ? y + i * L->out_axis_stride : NULL,
+                             L->out_axis_stride, steps, st->max, st->raw_hi, st->raw_lo, n_lanes);
+            k->lanes_flush(st->raw_hi, st->raw_lo, steps, st->sum_hi, st->sum_lo, n_lanes);
         }
         for (csm_idx l = 0; l < n_lanes; l++) {
             csm_fixsum s = {st->sum_hi[l], st->sum_lo[l]};
@@ -239,10 +236,8 @@ static void softmax_lanes(const csm_type_kernels *k, int ct, const layout *L, co
     for (csm_idx l = 0; l < n_lanes; l++)
         store_ct(ct, st->inv, l, csm_reciprocal(ct, load_ct(ct, st->max, l), st->total[l]));
 
-    for (csm_idx i = 0; i < n; i++) {
-        if (store) k->lanes_scale(y + i * L->out_axis_stride, st->inv, n_lanes);
-        else k->lanes_exp_scale(x + i * L->in_axis_stride, y + i * L->out_axis_stride, st->max, st->inv, n_lanes);
-    }
+    if (store) k->lanes_scale(y, L->out_axis_stride, n, st->inv, n_lanes);
+    else k->lanes_exp_scale(x, L->in_axis_stride, y, L->out_axis_stride, n, st->max, st->inv, n_lanes);
 }
 
 /* log_softmax over a panel of lanes: the row steps of log_softmax_row, each a walk down the axis in memory order. */

@@ -55,8 +55,14 @@ static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm256_max_ps((__m256)x, 
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm256_max_pd((__m256d)x, (__m256d)acc); }
 static inline vf vf_min_num(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
 static inline vd vd_min_num(vd a, vd b) { return (vd)_mm256_min_pd((__m256d)a, (__m256d)b); }
-static inline int any_nan2_f32(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_UNORD_Q)); }
-static inline int any_nan2_f64(vd a, vd b) { return _mm256_movemask_pd(_mm256_cmp_pd((__m256d)a, (__m256d)b, _CMP_UNORD_Q)); }
+static inline int any_nan2_f32(vf a, vf b)
+{
+    return _mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_UNORD_Q));
+}
+static inline int any_nan2_f64(vd a, vd b)
+{
+    return _mm256_movemask_pd(_mm256_cmp_pd((__m256d)a, (__m256d)b, _CMP_UNORD_Q));
+}
 /* AVX2 gathers with 32-bit byte offsets k * stride (the driver only sends strides with 16 * |stride| < 2^31);
  * AVX2 has no scatter, so stores go lane by lane. */
 static inline vf vf_gather(const char *p, csm_idx stride)

@@ -62,17 +62,21 @@ typedef struct {
     void (*row_exp_sum)(const void *x, void *e, csm_idx n, double m, csm_fixsum *sum);  /* e may be NULL */
     void (*row_exp_scale)(const void *x, void *y, csm_idx n, double m, double inv);
     void (*row_scale)(void *y, csm_idx n, double inv);
-    /* one axis position of n_lanes contiguous lanes; m, inv: arrays of the compute type */
-    void (*lanes_max)(const void *x, void *m, csm_idx n_lanes);
-    /* adds each lane's fixed-point parts as raw patterns to raw_hi/raw_lo (8 bytes per lane, opaque) */
-    void (*lanes_exp_sum)(const void *x, void *e, const void *m, uint64_t *raw_hi, uint64_t *raw_lo,
-                          csm_idx n_lanes);
+    /* `steps` axis positions of n_lanes contiguous lanes, xs/ys/es bytes apart (a walk down the axis in one call:
+     * a panel of a few vectors would otherwise pay a call and the constants' set-up per position); m, inv: arrays
+     * of the compute type */
+    void (*lanes_max)(const char *x, csm_idx xs, csm_idx steps, void *m, csm_idx n_lanes);
+    /* adds each lane's fixed-point parts as raw patterns to raw_hi/raw_lo (8 bytes per lane, opaque); e may be
+     * NULL; at most CSM_LANES_FLUSH steps */
+    void (*lanes_exp_sum)(const char *x, csm_idx xs, char *e, csm_idx es, csm_idx steps, const void *m,
+                          uint64_t *raw_hi, uint64_t *raw_lo, csm_idx n_lanes);
     /* adds the exact values of raw parts that received `terms` terms per lane to sum_hi/sum_lo, zeroes raw;
      * at most CSM_LANES_FLUSH terms between flushes */
     void (*lanes_flush)(uint64_t *raw_hi, uint64_t *raw_lo, csm_idx terms, int64_t *sum_hi, int64_t *sum_lo,
                         csm_idx n_lanes);
-    void (*lanes_exp_scale)(const void *x, void *y, const void *m, const void *inv, csm_idx n_lanes);
-    void (*lanes_scale)(void *y, const void *inv, csm_idx n_lanes);
+    void (*lanes_exp_scale)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
+                            const void *inv, csm_idx n_lanes);
+    void (*lanes_scale)(char *y, csm_idx ys, csm_idx steps, const void *inv, csm_idx n_lanes);
     /* many short contiguous rows (n <= CSM_SHORT_ROW_MAX): whole softmax, vectorised across rows; row strides in
      * bytes with 16 * |stride| < 2^31. Does whole groups of vector-width rows; returns how many rows it did. */
     csm_idx (*short_rows)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
