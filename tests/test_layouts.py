@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from csoftmax import softmax
+from csoftmax import log_softmax, softmax
 
 from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, native,
                       reference_softmax, row_reduce_dims, snapshot)
@@ -215,25 +215,26 @@ def test_nan_in_one_row_of_a_group_of_rows_leaves_its_neighbours_exact(kernel_se
         assert_softmax_close(y[good], reference_softmax(base[good], 1), dtype, what=f"NaN in row {bad_row}")
 
 
+@pytest.mark.parametrize("func", [softmax, log_softmax], ids=["softmax", "log_softmax"])
 @pytest.mark.parametrize("n", [3, 16, 20, 40])
-def test_rows_that_are_nan_have_the_same_bits_on_every_path(kernel_set, n, rng):
+def test_rows_that_are_nan_have_the_same_bits_on_every_path(kernel_set, n, func, rng):
     # rows of a NaN result (NaN, +inf, all -inf) computed in groups of rows, alone, as lanes, through the general
-    # path and into a strided out=: a product of two NaNs takes either's bits, so every path writes the same NaN
+    # path and into a strided out=: a NaN combined with a NaN takes either's bits, so every path writes one NaN
     for dtype in (np.float32, np.float64):
         base = make_base(dtype, (11, n), "finite", rng)
         base[1, n // 2], base[4, 0], base[9] = np.nan, np.inf, -np.inf
         base[6, 1 % n], base[6, n - 1] = np.inf, -np.inf
-        expect = bits(softmax(base, 1))
-        assert np.isnan(softmax(base, 1)[[1, 4, 6, 9]]).all()
+        expect = bits(func(base, 1))
+        assert np.isnan(func(base, 1)[[1, 4, 6, 9]]).all()
         strided_out = np.empty((22, 2 * n), dtype)[::2, ::2]
         got = {
-            "rows one by one": np.concatenate([bits(softmax(base[r:r + 1], 1)) for r in range(11)]),
-            "lanes": bits(softmax(np.ascontiguousarray(base.T), 0).T),
-            "general (byte-swapped)": bits(softmax(base.astype(base.dtype.newbyteorder("S")), 1)),
-            "strided out=": bits(softmax(base, 1, out=strided_out)),
+            "rows one by one": np.concatenate([bits(func(base[r:r + 1], 1)) for r in range(11)]),
+            "lanes": bits(func(np.ascontiguousarray(base.T), 0).T),
+            "general (byte-swapped)": bits(func(base.astype(base.dtype.newbyteorder("S")), 1)),
+            "strided out=": bits(func(base, 1, out=strided_out)),
         }
         for what, b in got.items():
-            np.testing.assert_array_equal(b, expect, err_msg=f"{np.dtype(dtype).name} n={n}: {what}")
+            np.testing.assert_array_equal(b, expect, err_msg=f"{func.__name__} {np.dtype(dtype).name} n={n}: {what}")
 
 
 def test_arrays_of_8_16_and_32_dimensions_in_reversed_memory_order_work(rng):
