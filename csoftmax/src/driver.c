@@ -249,7 +249,7 @@ static void log_softmax_lanes(const csm_type_kernels *k, int ct, const layout *L
         store_ct(ct, st->max, l, -INFINITY);
         store_ct(ct, st->max2, l, -INFINITY);
     }
-    for (csm_idx i = 0; i < n; i++) k->lanes_max2(x + i * L->in_axis_stride, st->max, st->max2, n_lanes);
+    k->lanes_max2(x, L->in_axis_stride, n, st->max, st->max2, n_lanes);
     /* lanes with nothing below the maximum but -inf sum relative to the maximum itself: their terms are 0 */
     void *m2_eff = st->inv;                            /* free until the last pass */
     for (csm_idx l = 0; l < n_lanes; l++) {
@@ -265,16 +265,14 @@ static void log_softmax_lanes(const csm_type_kernels *k, int ct, const layout *L
         memset(st->raw_hi, 0, n_lanes * sizeof(uint64_t));
         memset(st->raw_lo, 0, n_lanes * sizeof(uint64_t));
         memset(st->count, 0, n_lanes * sizeof(int32_t));
-        for (csm_idx i = start; i < stop; i++) {
-            k->lanes_logsum(x + i * L->in_axis_stride, st->max, m2_eff, st->raw_hi, st->raw_lo, st->count, n_lanes);
-            csm_idx done = i + 1 - start;
-            if (done % CSM_LANES_FLUSH == 0 || i + 1 == stop) {
-                csm_idx terms = done % CSM_LANES_FLUSH ? done % CSM_LANES_FLUSH : CSM_LANES_FLUSH;
-                k->lanes_flush(st->raw_hi, st->raw_lo, terms, st->sum_hi, st->sum_lo, n_lanes);
-                for (csm_idx l = 0; l < n_lanes; l++) {
-                    st->count_total[l] += st->count[l];
-                    st->count[l] = 0;
-                }
+        for (csm_idx i = start; i < stop; i += CSM_LANES_FLUSH) {
+            csm_idx steps = stop - i < CSM_LANES_FLUSH ? stop - i : CSM_LANES_FLUSH;
+            k->lanes_logsum(x + i * L->in_axis_stride, L->in_axis_stride, steps, st->max, m2_eff, st->raw_hi,
+                            st->raw_lo, st->count, n_lanes);
+            k->lanes_flush(st->raw_hi, st->raw_lo, steps, st->sum_hi, st->sum_lo, n_lanes);
+            for (csm_idx l = 0; l < n_lanes; l++) {
+                st->count_total[l] += st->count[l];
+                st->count[l] = 0;
             }
         }
         for (csm_idx l = 0; l < n_lanes; l++) {
@@ -293,9 +291,7 @@ static void log_softmax_lanes(const csm_type_kernels *k, int ct, const layout *L
             ((double *)st->inv)[l] = log_s;
         }
     }
-    for (csm_idx i = 0; i < n; i++)
-        k->lanes_log_out(x + i * L->in_axis_stride, y + i * L->out_axis_stride, st->max, st->inv, st->log_lo,
-                         n_lanes);
+    k->lanes_log_out(x, L->in_axis_stride, y, L->out_axis_stride, n, st->max, st->inv, st->log_lo, n_lanes);
 }
 
 /* ------------------------------------------------------------------------------------------ backward */

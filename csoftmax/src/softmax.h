@@ -92,14 +92,14 @@ typedef struct {
     void (*row_max2)(const void *x, csm_idx n, double *m, double *m2);
     void (*row_logsum)(const void *x, csm_idx n, double m, double m2, csm_fixsum *sum, csm_idx *count);
     void (*row_log_out)(const void *x, void *y, csm_idx n, double m, double log_s);
-    /* the same for one axis position of n_lanes lanes, per-lane state; count: entries equal to m so far (the
-     * caller flushes raw parts and counts every CSM_LANES_FLUSH steps); log_s per lane as (hi, lo) for float32,
-     * (value, unused) for float64 */
-    void (*lanes_max2)(const void *x, void *m, void *m2, csm_idx n_lanes);
-    void (*lanes_logsum)(const void *x, const void *m, const void *m2, uint64_t *raw_hi, uint64_t *raw_lo,
-                         int32_t *count, csm_idx n_lanes);
-    void (*lanes_log_out)(const void *x, void *y, const void *m, const void *log_hi, const void *log_lo,
-                          csm_idx n_lanes);
+    /* the same for `steps` axis positions of n_lanes lanes (a walk, as for softmax's lanes), per-lane state;
+     * count: entries equal to m so far (at most CSM_LANES_FLUSH steps per logsum call: the caller flushes raw parts
+     * and counts in between); log_s per lane as (hi, lo) for float32, (value, unused) for float64 */
+    void (*lanes_max2)(const char *x, csm_idx xs, csm_idx steps, void *m, void *m2, csm_idx n_lanes);
+    void (*lanes_logsum)(const char *x, csm_idx xs, csm_idx steps, const void *m, const void *m2, uint64_t *raw_hi,
+                         uint64_t *raw_lo, int32_t *count, csm_idx n_lanes);
+    void (*lanes_log_out)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
+                          const void *log_hi, const void *log_lo, csm_idx n_lanes);
     /* backward: the float64 sum of g * y (y non-NULL: softmax) or of g (y NULL: log_softmax) over a contiguous
      * row, and the gradient from it: y * (g - s), or with log set g - exp(y) * s */
     double (*row_grad_sum)(const void *g, const void *y, csm_idx n);
