@@ -199,7 +199,6 @@ static double load_ct(int ct, const void *a, csm_idx i)
     return ct == CSM_F32 ? (double)((const float *)a)[i] : ((const double *)a)[i];
 }
 
-/* n elements of the compute type (native, aligned) at byte stride `stride`, into buf */
 static void store_ct(int ct, void *a, csm_idx i, double v)
 {
     if (ct == CSM_F32) ((float *)a)[i] = (float)v;
