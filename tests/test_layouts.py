@@ -202,6 +202,28 @@ def test_every_other_element_views_at_both_phases_match_reference(n, kernel_set,
                 check_softmax_of_layout(x, dim, f"{np.dtype(dtype).name} [:, {phase}::2] n={n} dim={dim}")
 
 
+@pytest.mark.parametrize("n", [7, 100, 512, 1000, 1024, 1025, 3000])
+def test_rows_gathered_in_blocks_have_the_bits_of_contiguous_rows(n, kernel_set, rng):
+    # the general path (byte-swapped, misaligned, strided, float16, strided out=) gathers short rows a block at a
+    # time into one buffer: row counts around the block size (16 KB of rows) must give the contiguous rows' bits
+    for dtype in (np.float32, np.float64):
+        for rows in sorted({1, 3, 4, 5, 9, 16384 // (n * np.dtype(dtype).itemsize) + 1, 41}):
+            base = make_base(dtype, (rows, n), "specials", rng)
+            expect = bits(softmax(base, 1))
+            strided_out = np.empty((rows, 2 * n), dtype)[:, ::2]
+            got = {
+                "byte-swapped": softmax(base.astype(base.dtype.newbyteorder("S")), 1),
+                "misaligned": softmax(make_layout(base, "misaligned"), 1),
+                "[:, ::2]": softmax(np.repeat(base, 2, axis=1)[:, ::2], 1),
+                "strided out=": softmax(base, 1, out=strided_out),
+            }
+            for what, y in got.items():
+                np.testing.assert_array_equal(bits(y), expect, err_msg=f"{np.dtype(dtype).name} ({rows}, {n}) {what}")
+    half = make_base(np.float16, (37, n), "specials", rng)
+    np.testing.assert_array_equal(bits(softmax(half, 1)), bits(softmax(half.astype(np.float32), 1).astype(np.float16)),
+                                  err_msg=f"float16 (37, {n})")
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", [3, 16, 40, 300])
 def test_nan_in_one_row_of_a_group_of_rows_leaves_its_neighbours_exact(kernel_set, dtype, n, rng):

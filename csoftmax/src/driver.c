@@ -363,6 +363,36 @@ static double load_f64_swapped(const char *p)
     return f;
 }
 
+/* Contiguous byte-swapped input, 16 bytes at a time by shifts and masks (plain SSE2 or NEON; the compiler keeps a
+ * scalar bswap loop scalar). Any alignment: the vectors are copied in with memcpy. */
+typedef uint32_t v4u32 __attribute__((vector_size(16)));
+typedef uint64_t v2u64 __attribute__((vector_size(16)));
+static void swap_bytes32(const char *p, csm_idx n, void *out)
+{
+    csm_idx i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4u32 v;
+        memcpy(&v, p + 4 * i, 16);
+        v = (v << 16) | (v >> 16);                                          /* swap the halves, then the bytes */
+        v = ((v & 0x00ff00ffu) << 8) | ((v >> 8) & 0x00ff00ffu);
+        memcpy((char *)out + 4 * i, &v, 16);
+    }
+    for (; i < n; i++) ((float *)out)[i] = load_f32_swapped(p + 4 * i);
+}
+static void swap_bytes64(const char *p, csm_idx n, void *out)
+{
+    csm_idx i = 0;
+    for (; i + 2 <= n; i += 2) {
+        v2u64 v;
+        memcpy(&v, p + 8 * i, 16);
+        v = (v << 32) | (v >> 32);
+        v = ((v & 0x0000ffff0000ffffull) << 16) | ((v >> 16) & 0x0000ffff0000ffffull);
+        v = ((v & 0x00ff00ff00ff00ffull) << 8) | ((v >> 8) & 0x00ff00ff00ff00ffull);
+        memcpy((char *)out + 8 * i, &v, 16);
+    }
+    for (; i < n; i++) ((double *)out)[i] = load_f64_swapped(p + 8 * i);
+}
+
 static uint16_t load_u16(const char *p, int swapped)
 {
     uint16_t v;
@@ -411,10 +441,12 @@ static void gather_values(const csm_kernels *kt, const csm_call *c, const char *
     } else if (c->in_dtype == CSM_F32 && ct == CSM_F32) {
         if (plain) kt->f32.strided_load(p, stride, n, bf);
         else if (!c->in_swapped) for (csm_idx i = 0; i < n; i++) memcpy(bf + i, p + i * stride, 4);
+        else if (stride == 4) swap_bytes32(p, n, bf);
         else for (csm_idx i = 0; i < n; i++) bf[i] = load_f32_swapped(p + i * stride);
     } else if (c->in_dtype == CSM_F64 && ct == CSM_F64) {
         if (plain) kt->f64.strided_load(p, stride, n, bd);
         else if (!c->in_swapped) for (csm_idx i = 0; i < n; i++) memcpy(bd + i, p + i * stride, 8);
+        else if (stride == 8) swap_bytes64(p, n, bd);
         else for (csm_idx i = 0; i < n; i++) bd[i] = load_f64_swapped(p + i * stride);
     } else if (c->in_dtype == CSM_F32) {          /* float32 input computed in float64 (widening, exact) */
         for (csm_idx i = 0; i < n; i++) {
@@ -611,6 +643,35 @@ static void run_lanes_panel(csm_plan *p, const char *x, char *y, csm_idx width, 
     }
 }
 
+/*
+ * Short rows on the general path (float16, strided, byte-swapped, misaligned): a block of rows is gathered into one
+ * buffer and handed to rows_softmax at once, so they get its interleaved groups instead of one row at a time; a
+ * contiguous output of the compute type receives the results directly. Same kernel, so the same bits.
+ */
+#define GENERAL_BLOCK_BYTES (16 * 1024)   /* on the stack (a heap block is faulted in anew by every task); with
+                                             its input and output rows, within L1 */
+
+static void softmax_general_rows(csm_plan *p, const char *x, char *y, csm_idx l0, csm_idx l1)
+{
+    const layout *L = &p->L;
+    const csm_idx n = L->axis_len, row_bytes = n * (csm_idx)p->es;
+    const csm_idx os = L->out_axis_stride, per_block = GENERAL_BLOCK_BYTES / row_bytes;
+    const int direct = p->c->out_dtype == p->ct && os == (csm_idx)p->es;
+    char buf[GENERAL_BLOCK_BYTES] __attribute__((aligned(64)));
+    for (csm_idx l = l0; l < l1; l += per_block) {
+        const csm_idx rows = l1 - l < per_block ? l1 - l : per_block;
+        for (csm_idx r = 0; r < rows; r++)
+            gather(p->kt, p->c, x + (l + r) * L->in_lane_stride, L->in_axis_stride, n, p->ct, buf + r * row_bytes);
+        if (direct) {
+            p->k->rows_softmax(buf, row_bytes, y + l * L->out_lane_stride, L->out_lane_stride, rows, n);
+        } else {
+            p->k->rows_softmax(buf, row_bytes, buf, row_bytes, rows, n);
+            for (csm_idx r = 0; r < rows; r++)
+                scatter(p->kt, p->c, buf + r * row_bytes, p->ct, y + (l + r) * L->out_lane_stride, os, n);
+        }
+    }
+}
+
 /* Lanes [l0, l1) of one outer index, by the plan's path. */
 static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
 {
@@ -655,6 +716,8 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
                     softmax_row(p->k, p->ct, x + l * L->in_lane_stride, y + l * L->out_lane_stride, L->axis_len,
                                 p->es);
             }
+    } else if (p->c->op == CSM_SOFTMAX && (size_t)L->axis_len * p->es * CSM_ROW_GROUP <= GENERAL_BLOCK_BYTES) {
+        softmax_general_rows(p, x, y, l0, l1);
     } else {
         void *row_buffer = NULL;
         if ((size_t)L->axis_len * p->es <= ROW_BUFFER_MAX && !(row_buffer = malloc((size_t)L->axis_len * p->es))) {

@@ -49,6 +49,7 @@ static inline double csm_reciprocal(int ct, double row_max, double total)
 
 #define CSM_LANES_FLUSH 512           /* float32 raw parts are 32-bit: 512 terms of at most 2^22 fit */
 #define CSM_FUSED_ROW_BYTES (64 * 1024) /* rows up to this size take rows_softmax (L1/L2-resident) */
+#define CSM_ROW_GROUP 4               /* rows_softmax interleaves this many rows (float32) */
 #define CSM_SHORT_ROW_MAX 32         /* longest row the across-rows kernel takes (kernels.inc sizes its columns) */
 
 /*
