@@ -658,6 +658,14 @@ static void softmax_general_rows(csm_plan *p, const char *x, char *y, csm_idx l0
     const csm_idx os = L->out_axis_stride, per_block = GENERAL_BLOCK_BYTES / row_bytes;
     const int direct = p->c->out_dtype == p->ct && os == (csm_idx)p->es;
     char buf[GENERAL_BLOCK_BYTES] __attribute__((aligned(64)));
+    const csm_call *c = p->c;
+    if (p->kt->rows_softmax_f16 && c->in_dtype == CSM_F16 && c->out_dtype == CSM_F16 && !c->in_swapped &&
+        c->in_aligned && !c->negate && L->in_axis_stride == 2 && os == 2) {
+        /* float16 rows as they are: widened and rounded inside the kernel (n <= 1024 here) */
+        p->kt->rows_softmax_f16(x + l0 * L->in_lane_stride, L->in_lane_stride, y + l0 * L->out_lane_stride,
+                                L->out_lane_stride, l1 - l0, n, (float *)buf);
+        return;
+    }
     for (csm_idx l = l0; l < l1; l += per_block) {
         const csm_idx rows = l1 - l < per_block ? l1 - l : per_block;
         for (csm_idx r = 0; r < rows; r++)

@@ -96,6 +96,12 @@ static inline vd vf_hi_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_extractf1
 
 /* F16C converts 8 halves per instruction, with round-to-nearest-even on the way down as the scalar code does. */
 #define CSM_F16_BLOCK_CONVERT
+#define CSM_F16_VECTOR
+static inline vf vf_load_f16(const uint16_t *p) { return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline void vf_store_f16(uint16_t *p, vf v)
+{
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+}
 static void f16_to_f32_block(const uint16_t *src, float *dst, csm_idx n)
 {
     csm_idx i = 0;

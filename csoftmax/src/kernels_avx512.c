@@ -72,6 +72,12 @@ static inline vd vf_hi_to_vd(vf v)
 }
 
 #define CSM_F16_BLOCK_CONVERT
+#define CSM_F16_VECTOR
+static inline vf vf_load_f16(const uint16_t *p) { return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline void vf_store_f16(uint16_t *p, vf v)
+{
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+}
 static void f16_to_f32_block(const uint16_t *src, float *dst, csm_idx n)
 {
     csm_idx i = 0;

@@ -118,6 +118,10 @@ typedef struct {
     /* block conversions between float16 and float32 (F16C where the instruction set has it) */
     void (*f16_to_f32)(const uint16_t *src, float *dst, csm_idx n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, csm_idx n);
+    /* whole softmax of contiguous float16 rows of n <= 1024 elements (row strides in bytes), computed in float32
+     * with the bits of rows_softmax; scratch: CSM_ROW_GROUP * n floats. NULL without F16C. */
+    void (*rows_softmax_f16)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
+                             csm_idx n, float *scratch);
 } csm_kernels;
 
 /* The backward ops read the forward's output y from `in` and the upstream gradient from `grad`. */
