@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+import csoftmax
 from csoftmax import log_softmax, softmax
 
 from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, native,
@@ -177,6 +178,30 @@ def test_long_rows_and_many_lanes_match_reference_in_every_layout(dtype, rng):
             x = make_layout(base, layout)
             for dim in (0, 1):
                 check_softmax_of_layout(x, dim, f"{shape} {layout} dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel_set, rng):
+    # a lanes panel over 16 MiB computes its exponentials twice instead of storing them: the same bits as the
+    # row kernels (and the reference), NaN / inf / -inf lanes included; on 2 threads the panels are half as wide
+    lanes = 4096
+    axis = (17 << 20) // (2048 * np.dtype(dtype).itemsize) + 3
+    x = (rng.standard_normal((axis, lanes)) * 4).astype(dtype)
+    x[5, 7], x[axis - 1, 100], x[:, 300] = np.nan, np.inf, -np.inf
+    x[: axis // 2, 301] = -np.inf
+    expect = bits(softmax(np.ascontiguousarray(x.T), 1).T)
+    saved = csoftmax.get_num_threads()
+    try:
+        for threads in (1, 2):
+            csoftmax.set_num_threads(threads)
+            y = softmax(x, 0)
+            np.testing.assert_array_equal(bits(y), expect, err_msg=f"{threads} threads")
+    finally:
+        csoftmax.set_num_threads(saved)
+    good = np.ones(lanes, bool)
+    good[[7, 100, 300]] = False
+    assert np.isnan(y[:, ~good]).all()
+    assert_softmax_close(y[:, good], reference_softmax(x[:, good], 0), dtype, what=f"{x.shape} dim 0")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])

@@ -32,9 +32,13 @@
                                         recompute them rather than re-read. Measured (Zen 5, 32 MiB L3): a 1e6
                                         float64 row 908 -> 676 us, 1e5: 91 -> 65 us, against a 256 KiB budget */
 #define ROW_BUFFER_MAX (256 * 1024)  /* the general path converts rows up to this size into a buffer once */
-#define LANES_STORE_BUDGET (64 << 20) /* the lanes path stores and rescales even beyond the caches: it pays
-                                        memory traffic instead of a second exponential and per-lane state
-                                        traffic, measured faster on (4096, 4096) dim 0 (15.6 vs 19.0 ms) */
+#define LANES_STORE_BUDGET (16 << 20) /* a lanes panel up to this size stores its exponentials in the output and
+                                        rescales them there (the panel stays in L3 for the last pass); a bigger
+                                        one computes them again in the last pass instead, reading x three times
+                                        and writing y once (5 -> 4 array-sized transfers). Measured since the
+                                        passes walk and prefetch (Zen 5, 32 MiB L3): (4096, 4096) dim 0 at 1 / 2
+                                        threads 11.1-12.4 / 7.3-7.5 ms storing, 8.9-9.4 / 5.8-5.9 ms recomputing;
+                                        8 MiB panels ((1024, 2048), (512, 2048) float64) stay faster storing */
 
 typedef struct {
     csm_idx axis_len, in_axis_stride, out_axis_stride;
