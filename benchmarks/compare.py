@@ -41,6 +41,7 @@ import argparse
 import functools
 import gc
 import json
+import math
 import os
 import platform
 import random
@@ -174,14 +175,19 @@ class ThreadCase:
 
 
 THREADS = 2  # the thread count compared with 1 (the machine this was written for has 2 cores)
-PY_THREAD_CALLS = 10  # calls per Python thread in the "two Python threads" row
+PY_THREAD_MIN_CALLS = 10  # calls per Python thread in a "two Python threads" sample, at least, and as many more as
+# make one thread's share last THREAD_MIN_SAMPLE: with 10 calls of (512,2048) (2 ms) the threads' start and the idle
+# vCPU's wake-up (see THREAD_MIN_SAMPLE) were a good part of the sample, and the row read 1.2x where a program
+# calling softmax in two threads gets 1.8x (measured with 50 calls per thread)
+_py_thread_calls: dict = {}  # case name -> calls per thread, chosen when its implementations are built
 
 # --threads: every big shape of the main table, with its single-thread torch target (the issue: csoftmax ahead of
 # torch at the same thread count "by at least the same factors as single-threaded"), and two shapes of 8 MiB that
 # fit in L3, which have the 1.7x thread-speedup target and no torch target of their own. Kinds: "memory" (input +
 # output beyond the 32 MiB L3 of the reference machine), "L3" (within it). The Python-threads rows: two threads
-# each calling softmax on its own array, against one thread making both threads' calls; the np.copyto row measures
-# the same for a plain copy of the same arrays, i.e. how much of the memory bandwidth a second core adds.
+# each calling softmax on its own array, against one thread making both threads' calls, on arrays beyond L3 and on
+# arrays whose inputs and outputs together fit in it (4 MiB each: two (1024,2048) pairs, 32 MiB, thrashed it); the
+# np.copyto row measures the same for a plain copy of the big arrays, i.e. the memory bandwidth a second core adds.
 THREAD_CASES = [
     ThreadCase("(4096,4096) last", _randn((4096, 4096), np.float32), -1, "memory", torch_target=3),
     ThreadCase("(4096,4096) dim0", _randn((4096, 4096), np.float32), 0, "memory", torch_target=5),
@@ -196,7 +202,7 @@ THREAD_CASES = [
     ThreadCase("(512,2048) f64 dim0", _randn((512, 2048), np.float64), 0, "L3"),
     # two Python threads, each with its own array (csoftmax at 1 thread)
     ThreadCase("two Python threads (4096,2048) last", _randn((2, 4096, 2048), np.float32), -1, "python threads"),
-    ThreadCase("two Python threads (1024,2048) last", _randn((2, 1024, 2048), np.float32), -1, "python threads"),
+    ThreadCase("two Python threads (512,2048) last", _randn((2, 512, 2048), np.float32), -1, "python threads"),
     ThreadCase("two Python threads np.copyto (4096,2048)", _randn((2, 4096, 2048), np.float32), -1,
                "python threads copyto"),
 ]
@@ -469,12 +475,18 @@ def build_thread_impls(case: ThreadCase, data, notes: list) -> list[Impl]:
     columns' samples (and a settle pause): on this VM an 8 MiB call then ran 1.5-2x slower, mostly from DRAM,
     and 2 threads gained little over 1."""
     cs1 = functools.partial(csoftmax.set_num_threads, 1)
-    if case.kind.startswith("python threads"):  # samples of 20 calls: the first call's warm-up does not matter
+    if case.kind.startswith("python threads"):  # samples of many calls: the first call's warm-up does not matter
         a, b = data
         repeat = _repeat_copyto if case.kind.endswith("copyto") else _repeat_softmax
-        return [Impl("cs 1t", functools.partial(_one_python_thread, a, b, case.dim, PY_THREAD_CALLS, repeat),
-                     before=cs1),
-                Impl(f"cs {THREADS}t", functools.partial(_two_python_threads, a, b, case.dim, PY_THREAD_CALLS, repeat),
+        cs1()
+        repeat(a, case.dim, 3)
+        t0 = time.perf_counter()
+        repeat(a, case.dim, 3)
+        per_call = (time.perf_counter() - t0) / 3
+        calls = max(PY_THREAD_MIN_CALLS, math.ceil(THREAD_MIN_SAMPLE / max(per_call, 1e-9)))
+        _py_thread_calls[case.name] = calls
+        return [Impl("cs 1t", functools.partial(_one_python_thread, a, b, case.dim, calls, repeat), before=cs1),
+                Impl(f"cs {THREADS}t", functools.partial(_two_python_threads, a, b, case.dim, calls, repeat),
                      before=cs1)]
     x, dim = data, case.dim
     impls = [Impl("cs 1t", functools.partial(csoftmax.softmax, x, dim), before=cs1, warm=True),
@@ -700,8 +712,8 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def summarize_threads(case: ThreadCase, impls: list[Impl]) -> dict:
-    # the Python-threads samples each make 2 * PY_THREAD_CALLS softmax calls: report the time per call
-    per = 2 * PY_THREAD_CALLS if case.kind.startswith("python threads") else 1
+    # the Python-threads samples each make 2 * calls softmax calls: report the time per call
+    per = 2 * _py_thread_calls[case.name] if case.kind.startswith("python threads") else 1
     med = {i.name: statistics.median(i.times) / per for i in impls if i.times}
     c1, c2 = med.get("cs 1t"), med.get(f"cs {THREADS}t")
     t1, t2 = med.get("torch 1t"), med.get(f"torch {THREADS}t")
@@ -949,8 +961,9 @@ def main(argv=None) -> int:
                   f"torch is at the same thread count; targets: {THREADS}t/1t >= 1.7x on the cache-sized shapes "
                   f"and for two Python threads, >= 1x (never slower) on the memory-bound ones, and "
                   f"torch{THREADS}t/cs{THREADS}t at least the single-thread target. Two Python threads: cs 1t is "
-                  f"one Python thread making both arrays' {PY_THREAD_CALLS}+{PY_THREAD_CALLS} calls, "
-                  f"cs {THREADS}t two Python threads making {PY_THREAD_CALLS} each at once, csoftmax at 1 thread; "
+                  f"one Python thread making both arrays' calls (N+N, N >= {PY_THREAD_MIN_CALLS} so that N calls "
+                  f"last {THREAD_MIN_SAMPLE * 1e3:g} ms), cs {THREADS}t two Python threads making N each at once, "
+                  f"csoftmax at 1 thread; "
                   f"times per call, so the ratio is the throughput gain; the np.copyto row does the same with a "
                   f"plain copy instead of softmax (the memory bandwidth a second core adds). cs IQR: interquartile "
                   f"range of the "
