@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import csoftmax
-from csoftmax import log_softmax, softmax
+from csoftmax import log_softmax, softmax, softmin
 
 from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, native,
                       reference_softmax, row_reduce_dims, snapshot)
@@ -184,24 +184,25 @@ def test_long_rows_and_many_lanes_match_reference_in_every_layout(dtype, rng):
 def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel_set, rng):
     # a lanes panel over 16 MiB computes its exponentials twice instead of storing them: the same bits as the
     # row kernels (and the reference), NaN / inf / -inf lanes included; on 2 threads the panels are half as wide
+    # (the first axis length: both thread counts recompute; the second: 1 thread recomputes, 2 threads store)
     lanes = 4096
-    axis = (17 << 20) // (2048 * np.dtype(dtype).itemsize) + 3
-    x = (rng.standard_normal((axis, lanes)) * 4).astype(dtype)
-    x[5, 7], x[axis - 1, 100], x[:, 300] = np.nan, np.inf, -np.inf
-    x[: axis // 2, 301] = -np.inf
-    expect = bits(softmax(np.ascontiguousarray(x.T), 1).T)
-    saved = csoftmax.get_num_threads()
-    try:
-        for threads in (1, 2):
-            csoftmax.set_num_threads(threads)
-            y = softmax(x, 0)
-            np.testing.assert_array_equal(bits(y), expect, err_msg=f"{threads} threads")
-    finally:
-        csoftmax.set_num_threads(saved)
-    good = np.ones(lanes, bool)
-    good[[7, 100, 300]] = False
-    assert np.isnan(y[:, ~good]).all()
-    assert_softmax_close(y[:, good], reference_softmax(x[:, good], 0), dtype, what=f"{x.shape} dim 0")
+    for axis in ((17 << 20) // (2048 * np.dtype(dtype).itemsize) + 3, (12 << 20) // (2048 * np.dtype(dtype).itemsize)):
+        x = (rng.standard_normal((axis, lanes)) * 4).astype(dtype)
+        x[5, 7], x[axis - 1, 100], x[:, 300] = np.nan, np.inf, -np.inf
+        x[: axis // 2, 301] = -np.inf
+        expect = bits(softmax(np.ascontiguousarray(x.T), 1).T)
+        saved = csoftmax.get_num_threads()
+        try:
+            for threads in (1, 2):
+                csoftmax.set_num_threads(threads)
+                y = softmax(x, 0)
+                np.testing.assert_array_equal(bits(y), expect, err_msg=f"{x.shape} {threads} threads")
+        finally:
+            csoftmax.set_num_threads(saved)
+        good = np.ones(lanes, bool)
+        good[[7, 100, 300]] = False
+        assert np.isnan(y[:, ~good]).all()
+        assert_softmax_close(y[:, good], reference_softmax(x[:, good], 0), dtype, what=f"{x.shape} dim 0")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
@@ -246,9 +247,19 @@ def test_rows_gathered_in_blocks_have_the_bits_of_contiguous_rows(n, kernel_set,
                 np.testing.assert_array_equal(bits(y), expect, err_msg=f"{np.dtype(dtype).name} ({rows}, {n}) {what}")
     for rows in (1, 2, 3, 5, 6, 7, 37):  # float16 rows go four at a time, the spare slots repeating the last row
         half = make_base(np.float16, (rows, n), "specials", rng)
-        want = bits(softmax(half.astype(np.float32), 1).astype(np.float16))
-        np.testing.assert_array_equal(bits(softmax(half, 1)), want, err_msg=f"float16 ({rows}, {n})")
-        np.testing.assert_array_equal(bits(softmax(np.asfortranarray(half), 1)), want, err_msg=f"F float16 ({rows}, {n})")
+        wide = half.astype(np.float32)
+        want = bits(softmax(wide, 1).astype(np.float16))
+        got = {  # the fused float16 kernel, and the gathered path next to it
+            "C": softmax(half, 1),
+            "F": softmax(np.asfortranarray(half), 1),
+            "byte-swapped": softmax(half.astype(half.dtype.newbyteorder("S")), 1),
+        }
+        for what, y in got.items():
+            np.testing.assert_array_equal(bits(y), want, err_msg=f"float16 ({rows}, {n}) {what}")
+        np.testing.assert_array_equal(bits(softmin(half, 1)), bits(softmin(wide, 1).astype(np.float16)),
+                                      err_msg=f"float16 softmin ({rows}, {n})")
+        np.testing.assert_array_equal(bits(softmax(half, 1, dtype=np.float32)), bits(softmax(wide, 1)),
+                                      err_msg=f"float16 dtype=float32 ({rows}, {n})")
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
