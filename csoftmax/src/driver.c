@@ -658,11 +658,11 @@ static void run_lanes_panel(csm_plan *p, const char *x, char *y, csm_idx width, 
 static void softmax_general_rows(csm_plan *p, const char *x, char *y, csm_idx l0, csm_idx l1)
 {
     const layout *L = &p->L;
+    const csm_call *c = p->c;
     const csm_idx n = L->axis_len, row_bytes = n * (csm_idx)p->es;
     const csm_idx os = L->out_axis_stride, per_block = GENERAL_BLOCK_BYTES / row_bytes;
-    const int direct = p->c->out_dtype == p->ct && os == (csm_idx)p->es;
+    const int direct = c->out_dtype == p->ct && os == (csm_idx)p->es;
     char buf[GENERAL_BLOCK_BYTES] __attribute__((aligned(64)));
-    const csm_call *c = p->c;
     if (p->kt->rows_softmax_f16 && c->in_dtype == CSM_F16 && c->out_dtype == CSM_F16 && !c->in_swapped &&
         c->in_aligned && !c->negate && L->in_axis_stride == 2 && os == 2) {
         /* float16 rows as they are: widened and rounded inside the kernel (n <= 1024 here) */
@@ -673,13 +673,13 @@ static void softmax_general_rows(csm_plan *p, const char *x, char *y, csm_idx l0
     for (csm_idx l = l0; l < l1; l += per_block) {
         const csm_idx rows = l1 - l < per_block ? l1 - l : per_block;
         for (csm_idx r = 0; r < rows; r++)
-            gather(p->kt, p->c, x + (l + r) * L->in_lane_stride, L->in_axis_stride, n, p->ct, buf + r * row_bytes);
+            gather(p->kt, c, x + (l + r) * L->in_lane_stride, L->in_axis_stride, n, p->ct, buf + r * row_bytes);
         if (direct) {
             p->k->rows_softmax(buf, row_bytes, y + l * L->out_lane_stride, L->out_lane_stride, rows, n);
         } else {
             p->k->rows_softmax(buf, row_bytes, buf, row_bytes, rows, n);
             for (csm_idx r = 0; r < rows; r++)
-                scatter(p->kt, p->c, buf + r * row_bytes, p->ct, y + (l + r) * L->out_lane_stride, os, n);
+                scatter(p->kt, c, buf + r * row_bytes, p->ct, y + (l + r) * L->out_lane_stride, os, n);
         }
     }
 }
