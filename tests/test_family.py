@@ -95,6 +95,26 @@ def test_log_softmax_special_values_follow_torch(values, expected):
     np.testing.assert_allclose(got, F.log_softmax(torch.tensor(values, dtype=torch.float64), 0).numpy(), rtol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_log_softmax_of_values_just_above_half_the_largest_next_to_it_is_finite(kernel_set, dtype):
+    # x - m rounds to d with d - x beyond the largest float: the exact-difference step (2Sum) overflowed into NaN
+    # (found by the fuzzer). The answer is x - m itself; torch agrees to the last bits.
+    big = np.finfo(dtype).max
+    rng = np.random.default_rng(3)
+    with np.errstate(over="ignore"):
+        candidates = rng.uniform(float(big) * 0.45, float(big) * 0.55, 20000).astype(dtype)
+        xs = [v for v in candidates if np.isinf((v - big) - v)][:20]
+    assert xs
+    for v in xs:
+        row = np.array([big, v, 1.0, v / 2], dtype)
+        want = (row.astype(np.longdouble) - np.longdouble(big)).astype(dtype)
+        want[0] = 0.0
+        for what, got in (("row", csoftmax.log_softmax(row, 0)),
+                          ("lanes", csoftmax.log_softmax(np.ascontiguousarray(np.tile(row[:, None], (1, 5))), 0)[:, 3]),
+                          ("general", csoftmax.log_softmax(row.astype(row.dtype.newbyteorder("S")), 0))):
+            np.testing.assert_array_equal(got, want, err_msg=f"{what}: {row}")
+
+
 def test_log_softmax_is_bit_identical_across_layouts(kernel_set):
     x = (RNG.standard_normal((40, 300)) * 7).astype(np.float32)
     ref = csoftmax.log_softmax(x, 1)

@@ -146,7 +146,7 @@ static double log_sum(int ct, double m, double m2, double t, csm_idx count)
         scale = exp(d);
         if (ct == CSM_F64 && isfinite(d)) {            /* (m2 - m overflows to -inf for m2 = -max, m = max) */
             double back = d - m2, err = (m2 - (d - back)) + (-m - back);
-            scale += scale * err;
+            if (isfinite(back)) scale += scale * err;  /* (and d - m2 can: then d is within an ulp anyway) */
         }
     }
     return log1p((double)(count - 1) + scale * t);
