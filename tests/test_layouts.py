@@ -205,6 +205,34 @@ def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel
         assert_softmax_close(y[:, good], reference_softmax(x[:, good], 0), dtype, what=f"{x.shape} dim 0")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("axis", [1, 2, 3, 4, 5, 37, 511, 512, 513])
+def test_cache_sized_lane_panels_have_the_bits_of_rows(dtype, axis, kernel_set, rng):
+    # axes of up to 512 steps whose panel fits in cache take the fused lanes kernel (groups of up to four vectors of
+    # lanes, the last one partial); 513 steps take the three-pass walk. Both give the rows' bits, NaN / inf / -inf
+    # lanes included, on 1 and 2 threads; a lane of 512 equal values sums to exactly 512 (2^31 in the float32
+    # kernel's 32-bit high part) and gives exactly 1/512
+    for lanes in (3, 15, 16, 17, 63, 64, 65, 100, 130):
+        x = (rng.standard_normal((3, axis, lanes)) * 4).astype(dtype)
+        x[0, 0, lanes - 1] = np.nan
+        x[1, axis - 1, 0] = np.inf
+        x[2, :, lanes // 2] = -np.inf
+        x[2, : (axis + 1) // 2, 1] = -np.inf
+        x[1, :, lanes - 1] = 2.5
+        expect = bits(softmax(np.ascontiguousarray(x.transpose(0, 2, 1)), 2).transpose(0, 2, 1))
+        saved = csoftmax.get_num_threads()
+        try:
+            for threads in (1, 2):
+                csoftmax.set_num_threads(threads)
+                y = softmax(x, 1)
+                np.testing.assert_array_equal(bits(y), expect, err_msg=f"{x.shape} dim 1, {threads} threads")
+        finally:
+            csoftmax.set_num_threads(saved)
+        np.testing.assert_array_equal(y[1, :, lanes - 1], np.full(axis, 1 / axis, dtype))
+        finite = y[0, :, : lanes - 1]
+        assert_softmax_close(finite, reference_softmax(x[0, :, : lanes - 1], 0), dtype, what=f"{x.shape} dim 1")
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
 def test_row_lengths_and_row_counts_around_vector_widths_and_the_short_row_limit_match_reference(n, kernel_set, rng):
     for dtype in FLOAT_DTYPES:

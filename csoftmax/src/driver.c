@@ -31,6 +31,9 @@
                                         in place (the row is still in L2/L3 for the last pass); longer rows
                                         recompute them rather than re-read. Measured (Zen 5, 32 MiB L3): a 1e6
                                         float64 row 908 -> 676 us, 1e5: 91 -> 65 us, against a 256 KiB budget */
+#define LANES_FUSED_BYTES (1 << 20)  /* lanes panels up to this size (and axes of at most CSM_LANES_FLUSH steps) take
+                                        lanes_softmax: four vectors of lanes walk the axis with their state in
+                                        registers, where the panel stays in cache */
 #define ROW_BUFFER_MAX (256 * 1024)  /* the general path converts rows up to this size into a buffer once */
 #define LANES_STORE_BUDGET (16 << 20) /* a lanes panel up to this size stores its exponentials in the output and
                                         rescales them there (the panel stays in L3 for the last pass); a bigger
@@ -611,6 +614,7 @@ struct csm_plan {
     const csm_type_kernels *k;
     layout L;
     int ct, path, short_rows, failed;
+    int fused_lanes;                 /* PATH_LANES: panels go to lanes_softmax */
     size_t es;
     csm_idx n_outer, lanes_per_task, tasks_per_outer, elements;
     /* long rows: one entry per (row, piece) and per row */
@@ -692,7 +696,10 @@ static void run_lanes_block(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     outer_offsets(L, outer, &in_off, &out_off);
     const char *x = p->c->in + in_off;
     char *y = p->c->out + out_off;
-    if (p->path == PATH_LANES) {
+    if (p->path == PATH_LANES && p->fused_lanes) {
+        const csm_idx es = (csm_idx)p->es;
+        p->k->lanes_softmax(x + l0 * es, L->in_axis_stride, y + l0 * es, L->out_axis_stride, L->axis_len, l1 - l0);
+    } else if (p->path == PATH_LANES) {
         lane_state st = {0};
         if (lane_state_alloc(&st, l1 - l0 < LANES_PANEL ? l1 - l0 : LANES_PANEL) != 0) {
             p->failed = 1;
@@ -875,6 +882,9 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
             if (width > LANES_PANEL) width = LANES_PANEL;
         }
         p->lanes_per_task = width;
+        p->fused_lanes = plain_softmax && L->axis_len <= CSM_LANES_FLUSH &&
+                         (size_t)L->axis_len * (size_t)(width < L->n_lanes ? width : L->n_lanes) * p->es <=
+                             LANES_FUSED_BYTES;
     } else {
         csm_idx per_task = TASK_ELEMENTS / (L->axis_len > 0 ? L->axis_len : 1);
         if (per_task < 1) per_task = 1;
