@@ -10,7 +10,8 @@
  *               rows instead);
  *      lanes:   the lanes are contiguous and the axis is strided: walk the axis in memory order, a whole row of
  *               lanes at a time, carrying per-lane max and sum (a strided walk down one lane would touch a new
- *               page per element);
+ *               page per element); a panel that fits in cache is walked a few vectors of lanes at a time instead,
+ *               their state in registers (lanes_softmax);
  *      general: anything else (other strides, byte-swapped, misaligned, float16): gather blocks of one row into
  *               a small buffer of the compute type, run the row kernels on it, scatter the result.
  *   All three produce bit-identical results, see softmax.h.
