@@ -35,10 +35,11 @@
 #define LANES_FUSED_BYTES (1 << 20)  /* axes of at most CSM_LANES_FLUSH steps take lanes_softmax (four vectors of
                                         lanes walk the axis with their state in registers, each such strip staying
                                         in L1/L2 for its three walks) when the panel is up to this size, or when
-                                        the axis stride is not a multiple of 512 bytes. A multiple of 4 KiB maps
-                                        every step of a strip to the same few cache sets: (512, 4096) dim 0
-                                        0.72 -> 1.14 ms. Otherwise it saves the panel's re-read: (500, 20000)
-                                        dim 0 7.1 -> 4.4 ms, (64, 3, 1000, 1000) dim 1 282 -> 211 ms */
+                                        the axis stride is not a multiple of 512 bytes, so a strip's steps spread
+                                        over at least 16 of L1's 64 sets. A multiple of 4 KiB maps every step to
+                                        the same few sets: (512, 4096) dim 0 0.72 -> 1.14 ms. Otherwise the fused
+                                        walk saves the panel's re-read: (500, 20000) dim 0 7.1 -> 4.4 ms,
+                                        (64, 3, 1000, 1000) dim 1 282 -> 211 ms */
 #define ROW_BUFFER_MAX (256 * 1024)  /* the general path converts rows up to this size into a buffer once */
 #define LANES_STORE_BUDGET (16 << 20) /* a lanes panel up to this size stores its exponentials in the output and
                                         rescales them there (the panel stays in L3 for the last pass); a bigger
