@@ -208,11 +208,11 @@ def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("axis", [1, 2, 3, 4, 5, 37, 511, 512, 513])
 def test_cache_sized_lane_panels_have_the_bits_of_rows(dtype, axis, kernel_set, rng):
-    # axes of up to 512 steps whose panel fits in cache (or whose stride is not a multiple of 512 bytes: 1201 lanes)
-    # take the fused lanes kernel (groups of up to four vectors of lanes, the last one partial); 513 steps take the
-    # three-pass walk. Both give the rows' bits, NaN / inf / -inf lanes included, on 1 and 2 threads; a lane of 512
+    # axes of up to 512 steps whose strips stay in cache take the fused lanes kernel (groups of up to four vectors
+    # of lanes, the last one partial; 1201 lanes: several tasks of whole panels); 1024 float32 lanes (a 4 KiB
+    # stride) only up to 96 steps, and 513 steps never: the three-pass walk. Both give the rows' bits, NaN / inf / -inf lanes included, on 1 and 2 threads; a lane of 512
     # equal values sums to exactly 512 (2^31 in the float32 kernel's 32-bit high part) and gives exactly 1/512
-    for lanes in (3, 15, 16, 17, 63, 64, 65, 100, 130, 1201):
+    for lanes in (3, 15, 16, 17, 63, 64, 65, 100, 130, 1024, 1201):
         x = (rng.standard_normal((3, axis, lanes)) * 4).astype(dtype)
         x[0, 0, lanes - 1] = np.nan
         x[1, axis - 1, 0] = np.inf

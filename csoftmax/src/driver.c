@@ -32,14 +32,6 @@
                                         in place (the row is still in L2/L3 for the last pass); longer rows
                                         recompute them rather than re-read. Measured (Zen 5, 32 MiB L3): a 1e6
                                         float64 row 908 -> 676 us, 1e5: 91 -> 65 us, against a 256 KiB budget */
-#define LANES_FUSED_BYTES (1 << 20)  /* axes of at most CSM_LANES_FLUSH steps take lanes_softmax (four vectors of
-                                        lanes walk the axis with their state in registers, each such strip staying
-                                        in L1/L2 for its three walks) when the panel is up to this size, or when
-                                        the axis stride is not a multiple of 512 bytes, so a strip's steps spread
-                                        over at least 16 of L1's 64 sets. A multiple of 4 KiB maps every step to
-                                        the same few sets: (512, 4096) dim 0 0.72 -> 1.14 ms. Otherwise the fused
-                                        walk saves the panel's re-read: (500, 20000) dim 0 7.1 -> 4.4 ms,
-                                        (64, 3, 1000, 1000) dim 1 282 -> 211 ms */
 #define ROW_BUFFER_MAX (256 * 1024)  /* the general path converts rows up to this size into a buffer once */
 #define LANES_STORE_BUDGET (16 << 20) /* a lanes panel up to this size stores its exponentials in the output and
                                         rescales them there (the panel stays in L3 for the last pass); a bigger
@@ -835,6 +827,31 @@ static int plan_release(csm_plan *p)
 }
 
 /* Fills a zeroed plan; -1 when the long-row arrays could not be allocated (nothing is then held). */
+/*
+ * Whether lanes_softmax suits an axis: it walks a strip of four vectors of lanes (at most 256 bytes, 4 cache lines)
+ * per axis step three times, so the strip, input and output, must stay in cache meanwhile. Its steps land in the
+ * cache sets that a stride of `stride` bytes reaches: a multiple of 4 KiB sends them all to a few sets. Modelled on
+ * a 1 MiB 16-way L2 (1024 sets of 64-byte lines, Zen 4/5): the strips may take three quarters of the ways of the
+ * sets they reach. Measured (Zen 5, the three-pass walk -> lanes_softmax): (32, 128, 128) dim 1 (stride 512 bytes,
+ * 512 sets) 146-156 -> 114-129 us, (64, 19, 64, 64) dim 1 (16 KiB, 16 sets, 19 steps) 3.3 -> 2.7 ms,
+ * (500, 20000) dim 0 7.1 -> 4.4 ms, (64, 3, 1000, 1000) dim 1 282 -> 211 ms; kept off: (8, 128, 32, 32) dim 1
+ * (4 KiB, 64 sets, 128 steps) 0.30 -> 0.42 ms, (512, 4096) dim 0 (16 KiB, 16 sets, 512 steps) 0.72 -> 1.14 ms.
+ */
+static int strips_stay_in_cache(csm_idx axis_len, csm_idx stride)
+{
+    const csm_idx l2_sets = 1024, line = 64;
+    stride = abs_idx(stride);
+    if (stride % line != 0) return 1;                  /* odd strides drift across every set */
+    csm_idx step = (stride / line) % l2_sets, a = l2_sets;
+    while (step) {                                     /* a = gcd(stride in lines, sets) */
+        csm_idx t = a % step;
+        a = step;
+        step = t;
+    }
+    const csm_idx sets = 4 * (l2_sets / a) < l2_sets ? 4 * (l2_sets / a) : l2_sets;
+    return 2 * (4 * axis_len) <= 16 * sets * 3 / 4;    /* input + output lines <= 3/4 of the ways */
+}
+
 static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int threads)
 {
     p->c = c;
@@ -889,9 +906,7 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         }
         p->lanes_per_task = width;
         p->fused_lanes = plain_softmax && L->axis_len <= CSM_LANES_FLUSH &&
-                         ((size_t)L->axis_len * (size_t)(width < L->n_lanes ? width : L->n_lanes) * p->es <=
-                              LANES_FUSED_BYTES ||
-                          L->in_axis_stride % 512 != 0);
+                         strips_stay_in_cache(L->axis_len, L->in_axis_stride);
     } else {
         csm_idx per_task = TASK_ELEMENTS / (L->axis_len > 0 ? L->axis_len : 1);
         if (per_task < 1) per_task = 1;
