@@ -180,6 +180,19 @@ def test_long_rows_and_many_lanes_match_reference_in_every_layout(dtype, rng):
                 check_softmax_of_layout(x, dim, f"{shape} {layout} dim={dim}")
 
 
+def softmax_with_bits_at_1_and_2_threads(x, dim, expect):
+    """softmax(x, dim) on 1 and on 2 threads, each with the bits `expect`; returns the last result."""
+    saved = csoftmax.get_num_threads()
+    try:
+        for threads in (1, 2):
+            csoftmax.set_num_threads(threads)
+            y = softmax(x, dim)
+            np.testing.assert_array_equal(bits(y), expect, err_msg=f"{x.shape} dim {dim}, {threads} threads")
+    finally:
+        csoftmax.set_num_threads(saved)
+    return y
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel_set, rng):
     # a lanes panel over 16 MiB computes its exponentials twice instead of storing them: the same bits as the
@@ -191,14 +204,7 @@ def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel
         x[5, 7], x[axis - 1, 100], x[:, 300] = np.nan, np.inf, -np.inf
         x[: axis // 2, 301] = -np.inf
         expect = bits(softmax(np.ascontiguousarray(x.T), 1).T)
-        saved = csoftmax.get_num_threads()
-        try:
-            for threads in (1, 2):
-                csoftmax.set_num_threads(threads)
-                y = softmax(x, 0)
-                np.testing.assert_array_equal(bits(y), expect, err_msg=f"{x.shape} {threads} threads")
-        finally:
-            csoftmax.set_num_threads(saved)
+        y = softmax_with_bits_at_1_and_2_threads(x, 0, expect)
         good = np.ones(lanes, bool)
         good[[7, 100, 300]] = False
         assert np.isnan(y[:, ~good]).all()
@@ -210,8 +216,9 @@ def test_lane_panels_beyond_the_store_budget_have_the_bits_of_rows(dtype, kernel
 def test_cache_sized_lane_panels_have_the_bits_of_rows(dtype, axis, kernel_set, rng):
     # axes of up to 512 steps whose strips stay in cache take the fused lanes kernel (groups of up to four vectors
     # of lanes, the last one partial; 1201 lanes: several tasks of whole panels); 1024 float32 lanes (a 4 KiB
-    # stride) only up to 96 steps, and 513 steps never: the three-pass walk. Both give the rows' bits, NaN / inf / -inf lanes included, on 1 and 2 threads; a lane of 512
-    # equal values sums to exactly 512 (2^31 in the float32 kernel's 32-bit high part) and gives exactly 1/512
+    # stride) only up to 96 steps, and 513 steps never: the three-pass walk. Both give the rows' bits, NaN / inf /
+    # -inf lanes included, on 1 and 2 threads; a lane of 512 equal values sums to exactly 512 (2^31 in the float32
+    # kernel's 32-bit high part) and gives exactly 1/512
     for lanes in (3, 15, 16, 17, 63, 64, 65, 100, 130, 1024, 1201):
         x = (rng.standard_normal((3, axis, lanes)) * 4).astype(dtype)
         x[0, 0, lanes - 1] = np.nan
@@ -220,14 +227,7 @@ def test_cache_sized_lane_panels_have_the_bits_of_rows(dtype, axis, kernel_set, 
         x[2, : (axis + 1) // 2, 1] = -np.inf
         x[1, :, lanes - 1] = 2.5
         expect = bits(softmax(np.ascontiguousarray(x.transpose(0, 2, 1)), 2).transpose(0, 2, 1))
-        saved = csoftmax.get_num_threads()
-        try:
-            for threads in (1, 2):
-                csoftmax.set_num_threads(threads)
-                y = softmax(x, 1)
-                np.testing.assert_array_equal(bits(y), expect, err_msg=f"{x.shape} dim 1, {threads} threads")
-        finally:
-            csoftmax.set_num_threads(saved)
+        y = softmax_with_bits_at_1_and_2_threads(x, 1, expect)
         np.testing.assert_array_equal(y[1, :, lanes - 1], np.full(axis, 1 / axis, dtype))
         finite = y[0, :, : lanes - 1]
         assert_softmax_close(finite, reference_softmax(x[0, :, : lanes - 1], 0), dtype, what=f"{x.shape} dim 1")
