@@ -10,8 +10,8 @@
  *               rows instead);
  *      lanes:   the lanes are contiguous and the axis is strided: walk the axis in memory order, a whole row of
  *               lanes at a time, carrying per-lane max and sum (a strided walk down one lane would touch a new
- *               page per element); a panel that fits in cache is walked a few vectors of lanes at a time instead,
- *               their state in registers (lanes_softmax);
+ *               page per element); a short axis whose strips of a few vectors of lanes stay in cache is walked
+ *               one strip at a time instead, its state in registers (lanes_softmax);
  *      general: anything else (other strides, byte-swapped, misaligned, float16): gather blocks of one row into
  *               a small buffer of the compute type, run the row kernels on it, scatter the result.
  *   All three produce bit-identical results, see softmax.h.
@@ -826,7 +826,6 @@ static int plan_release(csm_plan *p)
     return p->failed ? -1 : 0;
 }
 
-/* Fills a zeroed plan; -1 when the long-row arrays could not be allocated (nothing is then held). */
 /*
  * Whether lanes_softmax suits an axis: it walks a strip of four vectors of lanes (at most 256 bytes, 4 cache lines)
  * per axis step three times, so the strip, input and output, must stay in cache meanwhile. Its steps land in the
@@ -852,6 +851,7 @@ static int strips_stay_in_cache(csm_idx axis_len, csm_idx stride)
     return 2 * (4 * axis_len) <= 16 * sets * 3 / 4;    /* input + output lines <= 3/4 of the ways */
 }
 
+/* Fills a zeroed plan; -1 when the long-row arrays could not be allocated (nothing is then held). */
 static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int threads)
 {
     p->c = c;

@@ -86,9 +86,9 @@ typedef struct {
      * (the driver sends rows of at most CSM_FUSED_ROW_BYTES): the row kernels' steps in one call, same bits */
     void (*rows_softmax)(const char *x, csm_idx x_row_stride, char *y, csm_idx y_row_stride, csm_idx n_rows,
                          csm_idx n);
-    /* whole softmax down a strided axis of n <= CSM_LANES_FLUSH steps for a panel that fits in cache (the driver
-     * sends at most LANES_FUSED_BYTES): lanes_max, _exp_sum, _flush and _scale in one call with the state in
-     * registers, same bits */
+    /* whole softmax down a strided axis of n <= CSM_LANES_FLUSH steps whose strips of four vectors of lanes stay
+     * in cache (the driver's strips_stay_in_cache): lanes_max, _exp_sum, _flush and _scale in one call with the
+     * state in registers, same bits */
     void (*lanes_softmax)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n, csm_idx n_lanes);
     /* n elements at p + i * stride (bytes; native, aligned) into the contiguous buf */
     void (*strided_load)(const char *p, csm_idx stride, csm_idx n, void *buf);
