@@ -116,6 +116,18 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
     for (; i < n; i++) dst[i] = csm_float_to_half(src[i]);
 }
 
+/* The float32 exponential's 16-entry table (kernels.inc): two 8-entry permutes, bit 3 of the index picks one.
+ * AVX-512 borrows this set's short-rows kernel, so the two sets must share the float32 exponential. (float64 keeps
+ * the plain polynomial here: its table would take four permutes.) */
+#define CSM_EXP_TABLE_F32
+static inline vf vf_table16(const float *table, vf t)
+{
+    __m256i i = (__m256i)t;
+    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), i);
+    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), i);
+    return (vf)_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
+}
+
 #define CSM_KERNELS_TABLE csm_kernels_avx2
 #define CSM_ISA_NAME "avx2"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX2 + FMA + F16C (8 floats per vector)"
