@@ -248,8 +248,8 @@ def log_softmax(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = N
     >>> csoftmax.log_softmax(np.array([0.0, -30.0]), dim=0)
     array([-9.35762297e-14, -3.00000000e+01])
     """
-    if dtype is None and axis is None and out is None and where is None:
-        result = _core.fast_or_none(input, dim, _core.OP_LOG_SOFTMAX, False)
+    if dtype is None and axis is None and where is None:
+        result = _core.fast_or_none(input, dim, _core.OP_LOG_SOFTMAX, False, out)
         if result is not None:
             return result
     return _family("log_softmax", _core.OP_LOG_SOFTMAX, False, input, dim, dtype, axis, out, where)
@@ -264,8 +264,8 @@ def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None,
     >>> csoftmax.softmin(np.array([1.0, 2.0, 3.0]), dim=0).round(4)
     array([0.6652, 0.2447, 0.09  ])
     """
-    if dtype is None and axis is None and out is None and where is None:
-        result = _core.fast_or_none(input, dim, _core.OP_SOFTMAX, True)
+    if dtype is None and axis is None and where is None:
+        result = _core.fast_or_none(input, dim, _core.OP_SOFTMAX, True, out)
         if result is not None:
             return result
     return _family("softmin", _core.OP_SOFTMAX, True, input, dim, dtype, axis, out, where)

@@ -322,17 +322,18 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
            [0.3333, 0.3333, 0.3333]])
     """
     cdef object result
-    if dtype is None and axis is None and out is None and where is None:
-        result = _fast(input, dim, CSM_SOFTMAX, False)
+    if dtype is None and axis is None and where is None:
+        result = _fast(input, dim, CSM_SOFTMAX, False, out)
         if result is not None:
             return result
     return _general(input, dim, dtype, axis=axis, out=out, where=where)
 
 
-cdef object _fast(object input, object dim, int op, bint negate):
+cdef object _fast(object input, object dim, int op, bint negate, object out=None):
     """The fast path, kept short because small arrays are dominated by it: for an exact ndarray of native, aligned
-    float32/float64 and an int dim in range, a new result in the input's memory order; else None (the caller
-    takes the policy layer)."""
+    float32/float64 and an int dim in range, a new result in the input's memory order, or the result written into
+    `out` when that is an exact ndarray of the input's shape and dtype, native, aligned, writeable and clear of the
+    input's memory; else None (the caller takes the policy layer, which also checks and reports a bad out)."""
     cdef cnp.ndarray x, result
     cdef int num, nd
     if type(input) is not cnp.ndarray or type(dim) is not int:
@@ -343,7 +344,11 @@ cdef object _fast(object input, object dim, int op, bint negate):
     if not ((num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and nd > 0 and cnp.PyArray_ISNOTSWAPPED(x)
             and cnp.PyArray_ISALIGNED(x) and cnp.PyArray_SIZE(x) > 0 and -nd <= dim < nd):
         return None
-    if cnp.PyArray_NBYTES(x) < CACHED_OUTPUT_MIN:    # (small: skip even the dtype lookup)
+    if out is not None:
+        if not _fits_out(x, out):
+            return None
+        result = <cnp.ndarray>out
+    elif cnp.PyArray_NBYTES(x) < CACHED_OUTPUT_MIN:  # (small: skip even the dtype lookup)
         result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
     else:
         result = _new_output(x, x.dtype)
@@ -351,9 +356,42 @@ cdef object _fast(object input, object dim, int op, bint negate):
     return result
 
 
-def fast_or_none(input, dim, int op, bint negate):
+cdef bint _fits_out(cnp.ndarray x, object out):
+    """Whether the kernel can write straight into out: an exact ndarray of x's shape and dtype, native, aligned,
+    writeable, whose memory lies clear of x's (the bounds of both, as np.may_share_memory compares them)."""
+    cdef cnp.ndarray o
+    cdef int d, nd = cnp.PyArray_NDIM(x)
+    cdef cnp.npy_intp n, xs, os, x_lo, x_hi, o_lo, o_hi
+    if type(out) is not cnp.ndarray:
+        return False
+    o = <cnp.ndarray>out
+    if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(x) and cnp.PyArray_NDIM(o) == nd
+            and cnp.PyArray_ISNOTSWAPPED(o) and cnp.PyArray_ISALIGNED(o) and cnp.PyArray_ISWRITEABLE(o)):
+        return False
+    x_lo = x_hi = <cnp.npy_intp>cnp.PyArray_DATA(x)
+    o_lo = o_hi = <cnp.npy_intp>cnp.PyArray_DATA(o)
+    for d in range(nd):
+        n = cnp.PyArray_DIMS(x)[d]
+        if cnp.PyArray_DIMS(o)[d] != n:
+            return False
+        xs = cnp.PyArray_STRIDES(x)[d] * (n - 1)
+        os = cnp.PyArray_STRIDES(o)[d] * (n - 1)
+        if xs > 0:
+            x_hi += xs
+        else:
+            x_lo += xs
+        if os > 0:
+            o_hi += os
+        else:
+            o_lo += os
+    x_hi += cnp.PyArray_ITEMSIZE(x)
+    o_hi += cnp.PyArray_ITEMSIZE(o)
+    return x_hi <= o_lo or o_hi <= x_lo
+
+
+def fast_or_none(input, dim, int op, bint negate, out=None):
     """log_softmax's and softmin's fast path (those functions live in _api.py): see _fast."""
-    return _fast(input, dim, op, negate)
+    return _fast(input, dim, op, negate, out)
 
 
 def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
