@@ -290,6 +290,26 @@ def test_rows_gathered_in_blocks_have_the_bits_of_contiguous_rows(n, kernel_set,
                                       err_msg=f"float16 dtype=float32 ({rows}, {n})")
 
 
+@pytest.mark.parametrize("n", [767, 768, 769, 1000, 1001, 1023, 4097, 8192])
+def test_rows_whose_outputs_start_mid_cache_line_have_the_bits_of_aligned_rows(n, kernel_set, rng):
+    # float32 row groups of 768+ elements split each row where its output is vector-aligned (kernels.inc): every
+    # output offset within a cache line, rows of different offsets in one group, and NaN / -inf rows among them
+    # must give the bits of the same rows written aligned
+    base = make_base(np.float32, (9, n), "specials", rng)
+    base[4] = np.nan if n % 2 else -np.inf
+    aligned = np.empty((9, -(-n // 16) * 16 + 16), np.float32)
+    start = (-aligned.ctypes.data % 64) // 4
+    want = softmax(base, 1, out=aligned[:, start:start + n])
+    assert want.ctypes.data % 64 == 0 and want.strides[0] % 64 == 0
+    for offset in range(1, 16):
+        buf = np.empty(9 * n + 32, np.float32)
+        first = (-buf.ctypes.data % 64) // 4 + offset
+        out = buf[first:first + 9 * n].reshape(9, n)
+        np.testing.assert_array_equal(bits(softmax(base, 1, out=out)), bits(want), err_msg=f"n={n} offset={offset}")
+        np.testing.assert_array_equal(bits(softmax(base[:, ::-1].copy(), 1)[:, ::-1]), bits(want),
+                                      err_msg=f"n={n} reversed rows")
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", [3, 16, 40, 300])
 def test_nan_in_one_row_of_a_group_of_rows_leaves_its_neighbours_exact(kernel_set, dtype, n, rng):

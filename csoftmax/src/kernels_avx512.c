@@ -106,6 +106,9 @@ static inline vd vd_table16(const double *table, vd t)
 }
 
 #define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2    /* kernels_avx2.c: gathers and scatters are slow on AMD */
+#ifndef CSM_EXP_TABLE_F32                              /* the borrowed kernel's float32 exponential is the table one */
+#error "AVX-512 borrows the AVX2 short-rows kernel: both sets must define CSM_EXP_TABLE_F32 (same bits everywhere)"
+#endif
 csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n);
 #define CSM_KERNELS_TABLE csm_kernels_avx512
 #define CSM_ISA_NAME "avx512"
