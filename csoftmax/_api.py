@@ -159,6 +159,36 @@ def _check_out(name: str, out: Any, shape: tuple, dtype: np.dtype) -> None:
                         f"(or dtype= to choose the result's dtype)")
     if not out.flags.writeable:
         raise ValueError(f"{name}(): out is read-only")
+    if _has_internal_overlap(out):
+        raise ValueError(f"{name}(): elements of out share memory (a zero stride, or overlapping strides), so one "
+                         f"would overwrite another; pass an array whose elements are distinct, e.g. out.copy()")
+
+
+# Beyond this many elements a non-nested out (as_strided only) is refused as overlapping rather than checked element
+# by element.
+_OVERLAP_CHECK_MAX = 1 << 22
+
+
+def _has_internal_overlap(a: np.ndarray) -> bool:
+    """Whether two elements of a share bytes. Strides that nest (each at least the extent of the smaller ones: every
+    array NumPy itself makes, views included) cannot; anything else (as_strided) is checked offset by offset."""
+    if a.size == 0:                                  # (whose strides may well be 0)
+        return False
+    dims = sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1)
+    extent = a.itemsize
+    for stride, n in dims:
+        if stride < extent:
+            break
+        extent = stride * (n - 1) + extent
+    else:
+        return False
+    if any(stride == 0 for stride, _ in dims) or a.size > _OVERLAP_CHECK_MAX:
+        return True
+    offsets = np.zeros(1, np.int64)
+    for stride, n in zip(a.strides, a.shape):
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * stride).ravel()
+    offsets.sort()
+    return bool(np.any(np.diff(offsets) < a.itemsize))
 
 
 def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:

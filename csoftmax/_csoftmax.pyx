@@ -358,7 +358,8 @@ cdef object _fast(object input, object dim, int op, bint negate, object out=None
 
 cdef bint _fits_out(cnp.ndarray x, object out):
     """Whether the kernel can write straight into out: an exact ndarray of x's shape and dtype, native, aligned,
-    writeable, whose memory lies clear of x's (the bounds of both, as np.may_share_memory compares them)."""
+    writeable, whose memory lies clear of x's (the bounds of both, as np.may_share_memory compares them) and whose
+    elements are distinct."""
     cdef cnp.ndarray o
     cdef int d, nd = cnp.PyArray_NDIM(x)
     cdef cnp.npy_intp n, xs, os, x_lo, x_hi, o_lo, o_hi
@@ -386,7 +387,35 @@ cdef bint _fits_out(cnp.ndarray x, object out):
             o_lo += os
     x_hi += cnp.PyArray_ITEMSIZE(x)
     o_hi += cnp.PyArray_ITEMSIZE(o)
-    return x_hi <= o_lo or o_hi <= x_lo
+    return (x_hi <= o_lo or o_hi <= x_lo) and _strides_nest(o)
+
+
+cdef bint _strides_nest(cnp.ndarray a):
+    """Whether each of a's strides (of axes longer than 1, by size) is at least the extent of the smaller ones: then
+    no two elements share memory (the policy layer checks the rest, see _api._has_internal_overlap)."""
+    cdef cnp.npy_intp stride[64]
+    cdef cnp.npy_intp length[64]
+    cdef cnp.npy_intp s, n, extent = cnp.PyArray_ITEMSIZE(a)
+    cdef int d, k, m = 0
+    for d in range(cnp.PyArray_NDIM(a)):
+        n = cnp.PyArray_DIMS(a)[d]
+        if n <= 1:
+            continue
+        s = cnp.PyArray_STRIDES(a)[d]
+        s = -s if s < 0 else s
+        k = m                                            # insertion sort by stride (ndim <= 64)
+        while k > 0 and stride[k - 1] > s:
+            stride[k] = stride[k - 1]
+            length[k] = length[k - 1]
+            k -= 1
+        stride[k] = s
+        length[k] = n
+        m += 1
+    for k in range(m):
+        if stride[k] < extent:
+            return False
+        extent += stride[k] * (length[k] - 1)
+    return True
 
 
 def fast_or_none(input, dim, int op, bint negate, out=None):
