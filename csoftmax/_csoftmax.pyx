@@ -295,7 +295,8 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
         Keyword alias of ``dim`` (NumPy spelling); giving both is a TypeError.
     out : numpy.ndarray, optional
         Receives the result and is returned: exactly the result's shape and dtype, any strides; it may be the input
-        itself. A wrong shape (ValueError) or dtype (TypeError) is refused before anything is written.
+        itself. A wrong shape (ValueError) or dtype (TypeError), or elements that share memory (ValueError), are
+        refused before anything is written.
     where : array_like of bool, optional
         Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0.
 
