@@ -117,8 +117,9 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
 }
 
 /* The float32 exponential's 16-entry table (kernels.inc): two 8-entry permutes, bit 3 of the index picks one.
- * AVX-512 borrows this set's short-rows kernel, so the two sets must share the float32 exponential. (float64 keeps
- * the plain polynomial here: its table would take four permutes.) */
+ * AVX-512 borrows this set's short-rows kernel, so the switch is shared (softmax.h). (float64 keeps the plain
+ * polynomial here: its table would take four permutes.) */
+#if CSM_X86_EXP_TABLE_F32
 #define CSM_EXP_TABLE_F32
 static inline vf vf_table16(const float *table, vf t)
 {
@@ -127,6 +128,7 @@ static inline vf vf_table16(const float *table, vf t)
     __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), i);
     return (vf)_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
 }
+#endif
 
 #define CSM_KERNELS_TABLE csm_kernels_avx2
 #define CSM_ISA_NAME "avx2"

@@ -93,22 +93,22 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
     for (; i < n; i++) dst[i] = csm_float_to_half(src[i]);
 }
 
-/* The exponential's 16-entry table of 2^(j/16), indexed by the low four bits of t's pattern: one permute */
+/* The exponential's 16-entry table of 2^(j/16), indexed by the low four bits of t's pattern: one permute (float32:
+ * with AVX2's switch, softmax.h) */
+#if CSM_X86_EXP_TABLE_F32
 #define CSM_EXP_TABLE_F32
-#define CSM_EXP_TABLE_F64
 static inline vf vf_table16(const float *table, vf t)
 {
     return (vf)_mm512_permutexvar_ps((__m512i)t, _mm512_loadu_ps(table));
 }
+#endif
+#define CSM_EXP_TABLE_F64
 static inline vd vd_table16(const double *table, vd t)
 {
     return (vd)_mm512_permutex2var_pd(_mm512_loadu_pd(table), (__m512i)t, _mm512_loadu_pd(table + 8));
 }
 
 #define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2    /* kernels_avx2.c: gathers and scatters are slow on AMD */
-#ifndef CSM_EXP_TABLE_F32                              /* the borrowed kernel's float32 exponential is the table one */
-#error "AVX-512 borrows the AVX2 short-rows kernel: both sets must define CSM_EXP_TABLE_F32 (same bits everywhere)"
-#endif
 csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n);
 #define CSM_KERNELS_TABLE csm_kernels_avx512
 #define CSM_ISA_NAME "avx512"

@@ -52,6 +52,10 @@ static inline double csm_reciprocal(int ct, double row_max, double total)
 #define CSM_ROW_GROUP 4               /* rows_softmax interleaves this many rows (float32) */
 #define CSM_SHORT_ROW_MAX 32         /* longest row the across-rows kernel takes (kernels.inc sizes its columns) */
 
+/* One switch for the float32 exponential of both x86 FMA sets (AVX2 and AVX-512; kernels.inc: table-driven when
+ * set): AVX-512 borrows AVX2's short-rows kernel, so the two sets must compute the same float32 bits. */
+#define CSM_X86_EXP_TABLE_F32 1
+
 /*
  * Kernels of one instruction set, for one compute type (float32 or float64). Arrays are contiguous and of the
  * compute type; scalars travel as double (exact for float32 values). "Lanes" functions process one row of a
