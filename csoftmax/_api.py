@@ -159,19 +159,23 @@ def _check_out(name: str, out: Any, shape: tuple, dtype: np.dtype) -> None:
                         f"(or dtype= to choose the result's dtype)")
     if not out.flags.writeable:
         raise ValueError(f"{name}(): out is read-only")
-    if _has_internal_overlap(out):
+    overlap = _has_internal_overlap(out)
+    if overlap is None:
+        raise ValueError(f"{name}(): out's strides do not nest and it has over {_OVERLAP_CHECK_MAX} elements, too "
+                         f"many to check that no two share memory; pass a contiguous array, e.g. out.copy()")
+    if overlap:
         raise ValueError(f"{name}(): elements of out share memory (a zero stride, or overlapping strides), so one "
                          f"would overwrite another; pass an array whose elements are distinct, e.g. out.copy()")
 
 
-# Beyond this many elements a non-nested out (as_strided only) is refused as overlapping rather than checked element
-# by element.
-_OVERLAP_CHECK_MAX = 1 << 22
+# Beyond this many elements a non-nested out (as_strided only) is not checked element by element (64 MiB of offsets).
+_OVERLAP_CHECK_MAX = 1 << 23
 
 
-def _has_internal_overlap(a: np.ndarray) -> bool:
-    """Whether two elements of a share bytes. Strides that nest (each at least the extent of the smaller ones: every
-    array NumPy itself makes, views included) cannot; anything else (as_strided) is checked offset by offset."""
+def _has_internal_overlap(a: np.ndarray) -> Optional[bool]:
+    """Whether two elements of a share bytes (None: not known, a is too big to check). Strides that nest (each at
+    least the extent of the smaller ones: every array NumPy itself makes, views included) cannot; anything else
+    (as_strided) is checked offset by offset."""
     if a.size == 0:                                  # (whose strides may well be 0)
         return False
     dims = sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1)
@@ -182,8 +186,10 @@ def _has_internal_overlap(a: np.ndarray) -> bool:
         extent = stride * (n - 1) + extent
     else:
         return False
-    if any(stride == 0 for stride, _ in dims) or a.size > _OVERLAP_CHECK_MAX:
+    if any(stride == 0 for stride, _ in dims):
         return True
+    if a.size > _OVERLAP_CHECK_MAX:
+        return None
     offsets = np.zeros(1, np.int64)
     for stride, n in zip(a.strides, a.shape):
         offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * stride).ravel()

@@ -9,6 +9,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport uint16_t, uintptr_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cnp.import_array()
 
@@ -413,8 +414,8 @@ cdef bint _strides_nest(cnp.ndarray a):
         length[k] = n
         m += 1
     for k in range(m):
-        if stride[k] < extent:
-            return False
+        if stride[k] < extent or stride[k] > (PY_SSIZE_T_MAX - extent) // (length[k] - 1):
+            return False                                 # (the second: no overflow below; no real array gets there)
         extent += stride[k] * (length[k] - 1)
     return True
 
