@@ -121,11 +121,11 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
  * polynomial here: its table would take four permutes.) */
 #if CSM_X86_EXP_TABLE_F32
 #define CSM_EXP_TABLE_F32
-static inline vf vf_table16(const float *table, vf t)
+static inline vf vf_table16(const void *table, vf t)    /* the bits of 16 floats */
 {
     __m256i i = (__m256i)t;
-    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), i);
-    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), i);
+    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps((const float *)table), i);
+    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps((const float *)table + 8), i);
     return (vf)_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
 }
 #endif

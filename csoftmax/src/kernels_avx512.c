@@ -97,15 +97,15 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
  * with AVX2's switch, softmax.h) */
 #if CSM_X86_EXP_TABLE_F32
 #define CSM_EXP_TABLE_F32
-static inline vf vf_table16(const float *table, vf t)
+static inline vf vf_table16(const void *table, vf t)    /* the bits of 16 floats */
 {
     return (vf)_mm512_permutexvar_ps((__m512i)t, _mm512_loadu_ps(table));
 }
 #endif
 #define CSM_EXP_TABLE_F64
-static inline vd vd_table16(const double *table, vd t)
+static inline vd vd_table16(const void *table, vd t)    /* the bits of 16 doubles */
 {
-    return (vd)_mm512_permutex2var_pd(_mm512_loadu_pd(table), (__m512i)t, _mm512_loadu_pd(table + 8));
+    return (vd)_mm512_permutex2var_pd(_mm512_loadu_pd(table), (__m512i)t, _mm512_loadu_pd((const double *)table + 8));
 }
 
 #define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2    /* kernels_avx2.c: gathers and scatters are slow on AMD */
