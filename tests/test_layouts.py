@@ -233,6 +233,24 @@ def test_cache_sized_lane_panels_have_the_bits_of_rows(dtype, axis, kernel_set, 
         assert_softmax_close(finite, reference_softmax(x[0, :, : lanes - 1], 0), dtype, what=f"{x.shape} dim 1")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_lanes_whose_least_value_is_at_the_far_limit_have_the_bits_of_rows(dtype, kernel_set, rng):
+    # the fused lanes kernel drops the far lanes' check for a group of lanes whose every x - max is >= -64
+    # (kernels.inc, near_only): a lane whose least x - max is just above, exactly at or just below -64, alone
+    # among near lanes or in a group of its own, after a maximum that is not a round number
+    axis, lanes = 37, 70
+    x = rng.uniform(-20.0, 0.0, (6, axis, lanes)).astype(dtype)
+    for b, top in enumerate(rng.uniform(-3.0, 3.0, 6).astype(dtype)):
+        x[b, 0] = top
+        on = (top - dtype(64)).astype(dtype)              # x - max rounds to exactly -64 or next to it
+        for lane, value in ((b, on), (20 + b, np.nextafter(on, dtype(-np.inf))), (64 + b % 6, np.nextafter(on, top))):
+            x[b, 1 + b, lane] = value
+    x[5, 2:] = np.nextafter(x[5, 0] - dtype(64), dtype(-np.inf))  # every lane of the last slab: just below
+    expect = bits(softmax(np.ascontiguousarray(x.transpose(0, 2, 1)), 2).transpose(0, 2, 1))
+    y = softmax_with_bits_at_1_and_2_threads(x, 1, expect)
+    assert_softmax_close(y, reference_softmax(x, 1), dtype, what=f"{x.shape} dim 1")
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
 def test_row_lengths_and_row_counts_around_vector_widths_and_the_short_row_limit_match_reference(n, kernel_set, rng):
     for dtype in FLOAT_DTYPES:
