@@ -251,6 +251,25 @@ def test_lanes_whose_least_value_is_at_the_far_limit_have_the_bits_of_rows(dtype
     assert_softmax_close(y, reference_softmax(x, 1), dtype, what=f"{x.shape} dim 1")
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 10, 16])
+def test_short_rows_in_interleaved_groups_have_the_bits_of_single_rows(n, kernel_set, rng):
+    # float32 rows of up to 16 go eight at a time through in-register transposes (AVX2 and AVX-512 sets), three or
+    # four groups of eight interleaved (kernels_avx2.c): two such batches, then single groups, then a remainder the
+    # row kernels finish; specials in different groups of a batch stay in their rows. A row alone (no group of
+    # eight) takes the row kernels: the same bits
+    rows = 8 * 4 * 2 + 8 * 3 + 5
+    x = (rng.standard_normal((rows, n)) * 5).astype(np.float32)
+    x[8 * 1 + 2, 0] = np.nan
+    x[8 * 2 + 7, n - 1] = -np.inf
+    x[8 * 5, :] = -np.inf
+    x[8 * 6 + 3, 0] = np.inf
+    x[8 * 9 + 1, :] = 2.0
+    y = softmax(x, 1)
+    for i in range(rows):
+        np.testing.assert_array_equal(bits(y[i]), bits(softmax(x[i : i + 1], 1)[0]), err_msg=f"row {i}")
+    assert_softmax_close(y, reference_softmax(x, 1), np.float32, what=f"({rows}, {n})")
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
 def test_row_lengths_and_row_counts_around_vector_widths_and_the_short_row_limit_match_reference(n, kernel_set, rng):
     for dtype in FLOAT_DTYPES:
