@@ -184,9 +184,8 @@ static inline __attribute__((always_inline)) vf column_max(const __m256 *col, co
  * start the next group while it waits; interleaved, P chains share the wait. Rows of 10, per 100000 rows (this
  * machine, AVX2 set): 1 group at a time 709 us, 3 at a time 614, 4 at a time 559; from 2 to 16 elements 3 groups
  * save 5-20% and 4 another 0-9%, but rows of 2 or 3 lose with 4 (the columns no longer fit the 16 registers).
- * All loads of the P groups come before their stores: the policy layer never hands this kernel overlapping x and y,
- * and in place (x == y, the driver's scratch) a store past a row's end writes back the next row's values as they
- * were loaded, as it does one group at a time.
+ * All loads of the P groups come before their stores, which is safe because x and y never overlap here: the driver
+ * passes the caller's input and a distinct output (an out= that overlaps the input goes through a temporary).
  */
 #define CSM_SHORT_GROUPS 4
 static inline __attribute__((always_inline)) void short_groups_f32(const char *x, csm_idx xs, char *y, csm_idx ys,
