@@ -9,6 +9,8 @@ Run from the repository root::
     python benchmarks/compare.py --family    # log_softmax and the backward functions instead
     python benchmarks/compare.py --threads   # 1 vs 2 threads (csoftmax's pool, torch, two Python threads)
     python benchmarks/compare.py --all       # the three tables (--quick --all: a few minutes)
+    python benchmarks/compare.py --sweep     # every function x dtype x layout x mask x values (sweep.py)
+    python benchmarks/compare.py --sweep --cases float16 where    # the sweep's cells matching any word
 
 For every case (shape, dtype, dim, layout) it times, INTERLEAVED: one sample of every implementation per
 round, the order shuffled each round, rounds repeated until the case's time budget is spent, then the median
@@ -872,6 +874,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", action="store_true",
                    help=f"the 1 vs {THREADS} threads table (csoftmax's pool, torch, two Python threads)")
     p.add_argument("--all", action="store_true", help="the three tables")
+    p.add_argument("--sweep", action="store_true",
+                   help="the grid of sweep.py instead of the tables: every function x dtype x layout x mask x value "
+                        "pattern against torch and against plain softmax, worst ratios first (needs torch)")
+    p.add_argument("--worst", type=int, default=20, help="rows of the sweep's worst-ratio tables (default 20)")
     p.add_argument("--kernels", help="switch csoftmax to this kernel set first (see csoftmax.show_config())")
     p.add_argument("--png", default=os.path.join(HERE, "compare.png"),
                    help="chart of the main table (default: %(default)s)")
@@ -892,6 +898,18 @@ def main(argv=None) -> int:
             print(f"unknown kernel set {args.kernels!r}; available here: {available}", file=sys.stderr)
             return 2
         cs_core.use_kernels(args.kernels)
+
+    if args.sweep:
+        if torch is None:
+            print("--sweep compares with torch: pip install torch==2.13.0", file=sys.stderr)
+            return 2
+        import sweep
+
+        print(f"CPU: {cpu_model()}; csoftmax {csoftmax.__version__} [{cs_core.active_kernels()}]; torch "
+              f"{torch.__version__}; numpy {np.__version__}")
+        budget = args.budget if args.budget is not None else (0.3 if args.quick else 1.0)
+        sweep.run(csoftmax, torch, budget=budget, match=args.cases, worst=args.worst)
+        return 0
 
     chosen = {t.key for t in TABLES if args.all or getattr(args, t.key)} or {"main"}
     wanted = [s.replace(" ", "").lower() for s in args.cases if s.strip()]
