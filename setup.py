@@ -7,7 +7,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 SOURCES = ["csoftmax/_csoftmax.pyx"] + [
-    f"csoftmax/src/{name}.c" for name in ("driver", "threads", "blocks", "dispatch", "kernels_baseline", "kernels_avx2", "kernels_avx512")
+    f"csoftmax/src/{name}.c" for name in ("engine", "threads", "blocks", "dispatch", "kernels_baseline", "kernels_avx2", "kernels_avx512")
 ]
 
 # -ffp-contract=off: no silent fused multiply-adds, so one kernel set gives the same bits wherever it runs.
@@ -22,7 +22,7 @@ extension = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     extra_compile_args=CFLAGS,
     extra_link_args=["-pthread"] + os.environ.get("CSOFTMAX_EXTRA_LDFLAGS", "").split(),
-    depends=[f"csoftmax/src/{name}" for name in ("softmax.h", "threads.h", "blocks.h", "simd_vec.h", "kernels.inc")],
+    depends=[f"csoftmax/src/{name}" for name in ("softmax.h", "threads.h", "blocks.h", "simd_vec.h", "kernels.inc", "kernels_type.inc")],
 )
 
 setup(ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}))

@@ -129,8 +129,8 @@ def _prepare(name: str, input: Any, dim: Any, dtype: Any, axis: Any):
     x = input if type(input) is np.ndarray else _as_array(name, input)
     out_dtype = _result_dtype(name, x, dtype)
     axes = _normalize_dims(name, dim, x.ndim)
-    if needs_cast(x.dtype, out_dtype):
-        x = quiet_cast(x, out_dtype)
+    if x.dtype.type not in _FLOAT_TYPES:
+        x = quiet_cast(x, out_dtype)                     # integers and bools: before any arithmetic
     return x, axes, out_dtype
 
 
@@ -207,24 +207,57 @@ def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
         raise ValueError(f"{name}(): where of shape {mask.shape} does not broadcast to the input's {shape}") from None
 
 
-def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: bool) -> np.ndarray:
-    """The kernel on a prepared input: a new array of out_dtype."""
-    out = _core.empty_like(x, out_dtype)               # the input's memory order, whatever happens below
-    if len(axes) > 1:
-        # normalise jointly: the axes moved last (a view) and merged (a copy only when their strides don't chain)
-        k = len(axes)
-        moved = np.moveaxis(x, axes, range(-k, 0))
-        merged = moved.reshape(moved.shape[:-k] + (int(np.prod(moved.shape[-k:])),))
-        result = _compute(merged, (merged.ndim - 1,), out_dtype, op, negate)
-        np.copyto(out, np.moveaxis(result.reshape(moved.shape), range(-k, 0), axes))
-        return out
+def _merge_axes(a: np.ndarray, axes: tuple) -> np.ndarray:
+    """a with `axes` moved last and merged into one (a view when their strides chain, else a copy)."""
+    k = len(axes)
+    moved = np.moveaxis(a, axes, range(-k, 0))
+    return moved.reshape(moved.shape[:-k] + (int(np.prod(moved.shape[-k:])),))
+
+
+def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: bool, mask=None,
+             grad=None, out=None) -> np.ndarray:
+    """The engine on a prepared input: into out (native, aligned, x itself or clear of it) or a new array of
+    out_dtype in x's memory order. The engine converts float16, widens and narrows (dtype=), negates and masks as
+    it loads: nothing here copies the input."""
+    if out is None:
+        out = _core.empty_like(x, out_dtype)
     if out.size == 0:
         return out
+    if len(axes) > 1:
+        # normalise jointly: the axes moved last and merged (copies only when their strides don't chain)
+        k = len(axes)
+        merged = [None if a is None else _merge_axes(a, axes) for a in (x, mask, grad)]
+        target = _merge_axes(out, axes)
+        direct = np.shares_memory(target, out) and target.flags.aligned
+        result = target if direct else _core.empty_like(merged[0], out_dtype)
+        _compute(merged[0], (merged[0].ndim - 1,), out_dtype, op, negate, merged[1], merged[2], result)
+        if not direct:
+            moved_shape = np.moveaxis(out, axes, range(-k, 0)).shape
+            np.copyto(out, np.moveaxis(result.reshape(moved_shape), range(-k, 0), axes))
+        return out
     if x.ndim == 0:
-        _core.softmax_into(x.reshape(1), out.reshape(1), 0, op, negate)
+        x, out1 = x.reshape(1), out.reshape(1)
+        mask = None if mask is None else mask.reshape(1)
+        grad = None if grad is None else grad.reshape(1)
+        _core.run_into(x, out1, 0, op, negate, mask, grad)
     else:
-        _core.softmax_into(x, out, axes[0], op, negate)
+        _core.run_into(x, out, axes[0], op, negate, mask, grad)
     return out
+
+
+def _into(out: np.ndarray, *inputs) -> bool:
+    """Whether the engine can write straight into the caller's out: native, aligned, and each input either is
+    out itself (the same memory, strides and dtype: computed in place) or lies clear of it."""
+    if not (out.dtype.isnative and out.flags.aligned):
+        return False
+    for a in inputs:
+        if a is None or not np.may_share_memory(out, a):
+            continue
+        same = (a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides
+                and a.dtype == out.dtype and a.shape == out.shape)
+        if not same:
+            return False
+    return True
 
 
 def _family(name: str, op: int, negate: bool, input: Any, dim: Any, dtype: Any, axis: Any, out: Any,
@@ -239,24 +272,15 @@ def _family(name: str, op: int, negate: bool, input: Any, dim: Any, dtype: Any, 
     x, axes, out_dtype = _prepare(name, input, dim, dtype, axis)
     if out is not None:
         _check_out(name, out, x.shape, out_dtype)
-    if where is not None:
-        mask = _mask(name, where, x.shape)
-        # masked-out entries take no part: they become -inf (+inf for softmin, which negates), and get 0 (-inf for
-        # log_softmax) in the result, so a fully masked row is all 0 / -inf rather than NaN, as in JAX
-        hidden = np.inf if negate else -np.inf
-        x = x.copy(order="K")                            # (copies keep the input's memory order)
-        np.copyto(x, np.array(hidden, dtype=x.dtype), where=~mask)
-        result = _compute(x, axes, out_dtype, op, negate)
-        np.copyto(result, np.array(-np.inf if op == _core.OP_LOG_SOFTMAX else 0.0, out_dtype), where=~mask)
-    elif (out is not None and len(axes) == 1 and x.ndim > 0 and out.size > 0 and out.dtype.isnative
-          and out.flags.aligned and not np.may_share_memory(out, x)):
-        _core.softmax_into(x, out, axes[0], op, negate)          # straight into the caller's array
-        return out
-    else:
-        result = _compute(x, axes, out_dtype, op, negate)
+    # masked-out entries take no part and get 0 (-inf for log_softmax); a fully masked row is all 0 / -inf rather
+    # than NaN, as in JAX. The mask goes to the engine as a (possibly broadcast) view.
+    mask = None if where is None else _mask(name, where, x.shape)
+    if out is not None and _into(out, x):
+        return _compute(x, axes, out_dtype, op, negate, mask, out=out)
+    result = _compute(x, axes, out_dtype, op, negate, mask)
     if out is None:
         return result
-    np.copyto(out, result)                                       # in place, overlapping, or unusual out
+    np.copyto(out, result)                                       # overlapping or unusual out
     return out
 
 
@@ -322,37 +346,14 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
     result_dtype = y.dtype.newbyteorder("=")
     if out is not None:
         _check_out(name, out, y.shape, result_dtype)
-    # the kernel's dtype: float16 is worked in float32, as the forward is
-    work = np.dtype(np.float32) if result_dtype == np.float16 else result_dtype
-    shape = y.shape
-    if y.ndim == 0:
-        g, y, axes = g.reshape(1), y.reshape(1), (0,)
-    if len(axes) > 1:
-        # normalise jointly: the axes moved last and merged into one (a copy only when their strides don't chain)
-        k = len(axes)
-        g, y = (np.moveaxis(a, axes, range(-k, 0)) for a in (g, y))
-        moved_shape = y.shape
-        g, y = (a.reshape(a.shape[:-k] + (-1,)) for a in (g, y))
-        axes = (y.ndim - 1,)
-    if y.dtype != work or not y.flags.aligned:
-        y = quiet_cast(y, work) if y.dtype != work else y.copy(order="K")
-    if g.dtype != work or not g.flags.aligned or g.strides != y.strides:
-        g_work = np.empty_like(y)
-        if g_work.strides != y.strides:                 # y is not dense: both move to one dense layout
-            y = y.copy(order="K")
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.copyto(g_work, g, casting="same_kind")
-        g = g_work
-    result = _core.empty_like(y, y.dtype)
-    if result.size:
-        _core.backward_into(g, y, result, axes[0], op)
-    if len(shape) == 0:
-        result = result.reshape(())
-    elif result.shape != shape:                         # undo the merge of a tuple dim
-        result = np.moveaxis(result.reshape(moved_shape), range(-len(dim), 0), _normalize_dims(name, dim, len(shape)))
+    if g.dtype.type not in _FLOAT_TYPES:
+        g = quiet_cast(g, result_dtype)                 # integers and bools; floats convert in the engine
+    if out is not None and _into(out, y, g):
+        return _compute(y, axes, result_dtype, op, False, grad=g, out=out)
+    result = _compute(y, axes, result_dtype, op, False, grad=g)
     if out is None:
-        return result.astype(result_dtype, copy=False)
-    np.copyto(out, result, casting="unsafe")
+        return result
+    np.copyto(out, result)
     return out
 
 

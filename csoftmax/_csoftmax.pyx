@@ -24,30 +24,35 @@ cdef extern from "src/softmax.h" nogil:
         CSM_F16
         CSM_F32
         CSM_F64
+        CSM_BOOL
         CSM_SOFTMAX
+        CSM_LOG_SOFTMAX
+        CSM_SOFTMAX_BACKWARD
+        CSM_LOG_SOFTMAX_BACKWARD
     ctypedef struct csm_type_kernels:
-        void (*row_exp_scale)(const void *x, void *y, csm_idx n, double m, double inv) noexcept nogil
+        int width
+        void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv) noexcept nogil
     ctypedef struct csm_kernels:
         const char *name
         const char *description
         csm_type_kernels f32
         csm_type_kernels f64
+    ctypedef struct csm_operand:
+        const char *data
+        const csm_idx *strides
+        int dtype
+        int swapped
+        int aligned
     ctypedef struct csm_call:
-        int op
+        int func
         int negate
         int ndim
         const csm_idx *shape
         int axis
-        const char *in_ "in"
-        const csm_idx *in_strides
-        int in_dtype
-        int in_swapped
-        int in_aligned
-        char *out
-        const csm_idx *out_strides
-        int out_dtype
-        const char *grad
-    int csm_softmax(const csm_call *call, const csm_kernels *kernels)
+        csm_operand in_ "in"
+        csm_operand grad
+        csm_operand mask
+        csm_operand out
     ctypedef struct csm_plan:
         pass
     ctypedef struct csm_job:
@@ -56,7 +61,7 @@ cdef extern from "src/softmax.h" nogil:
     int csm_plan_parallel(const csm_plan *plan)
     csm_job *csm_plan_job(csm_plan *plan)
     int csm_plan_free(csm_plan *plan)
-    int csm_softmax_small(const csm_call *call, const csm_kernels *kernels)
+    int csm_run_small(const csm_call *call, const csm_kernels *kernels)
     const csm_kernels *csm_best_kernels()
     const csm_kernels *csm_kernels_by_name(const char *name)
     int csm_available_kernels(const csm_kernels **lst, int max)
@@ -172,49 +177,59 @@ def output_cache_bytes():
 
 # ------------------------------------------------------------------------------------------------ calls
 
-OP_SOFTMAX = 0
-OP_LOG_SOFTMAX = 1
-OP_SOFTMAX_BACKWARD = 2
-OP_LOG_SOFTMAX_BACKWARD = 3
+# The functions, as the C enum numbers them
+OP_SOFTMAX = CSM_SOFTMAX
+OP_LOG_SOFTMAX = CSM_LOG_SOFTMAX
+OP_SOFTMAX_BACKWARD = CSM_SOFTMAX_BACKWARD
+OP_LOG_SOFTMAX_BACKWARD = CSM_LOG_SOFTMAX_BACKWARD
 
 
-def softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False):
-    """Writes softmax(x) (op 0) or log_softmax(x) (op 1) of x, or of -x with negate, along axis into out (same
-    shape, native byte order, aligned, not overlapping x)."""
-    _softmax_into(x, out, axis, op, negate)
+cdef void _operand(csm_operand *o, cnp.ndarray a, int dtype):
+    o.data = <const char *>cnp.PyArray_DATA(a)
+    o.strides = <const csm_idx *>cnp.PyArray_STRIDES(a)
+    o.dtype = dtype
+    o.swapped = not cnp.PyArray_ISNOTSWAPPED(a)
+    o.aligned = cnp.PyArray_ISALIGNED(a)
+
+
+cdef int _mask_code(cnp.ndarray a) except -1:
+    if cnp.PyArray_TYPE(a) != cnp.NPY_BOOL:
+        raise TypeError(f"internal: a mask must be bool, not {a.dtype}")
+    return CSM_BOOL
+
+
+def run_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=CSM_SOFTMAX, bint negate=False,
+             cnp.ndarray mask=None, cnp.ndarray grad=None):
+    """Writes op (a forward function of x, or of -x with negate; a backward function of the forward's output x and
+    the upstream gradient grad) along axis into out. Every array has out's shape (the mask: a broadcast view is
+    fine); x and grad: float16/32/64, any strides and byte order; out: native, aligned, x itself or clear of it."""
+    cdef int nd = cnp.PyArray_NDIM(out), d
+    for a in (x, mask, grad):
+        if a is not None and (cnp.PyArray_NDIM(a) != nd or any(
+                cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(out)[d] for d in range(nd))):
+            raise ValueError("internal: run_into needs arrays of out's shape")
+    if not (cnp.PyArray_ISNOTSWAPPED(out) and cnp.PyArray_ISALIGNED(out)):
+        raise ValueError("internal: run_into needs a native, aligned out")
+    _run_into(x, out, axis, op, negate, mask, grad)
     return out
 
 
-def backward_into(cnp.ndarray grad, cnp.ndarray y, cnp.ndarray out, int axis, int op):
-    """Writes the gradient (op OP_SOFTMAX_BACKWARD or OP_LOG_SOFTMAX_BACKWARD) for the forward output y and the
-    upstream grad into out. grad and y: the same float32/float64 dtype and strides, native and aligned; out: the
-    same shape and dtype, overlapping neither."""
-    cdef object g_ = grad, y_ = y, out_ = out           # (Python's shape and strides tuples, not C pointers)
-    if (g_.dtype != y_.dtype or out_.dtype != y_.dtype or cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT16
-            or not (y_.dtype.isnative and y_.flags.aligned and out_.flags.aligned)
-            or g_.strides != y_.strides or g_.shape != y_.shape or out_.shape != y_.shape):
-        raise ValueError("internal: backward_into needs grad and y laid out alike, in float32 or float64")
-    _softmax_into(y, out, axis, op, False, grad)
-    return out
-
-
-cdef int _softmax_into(cnp.ndarray x, cnp.ndarray out, int axis, int op=0, bint negate=False,
-                       cnp.ndarray grad=None) except -1:
+cdef int _run_into(cnp.ndarray x, cnp.ndarray out, int axis, int op, bint negate, cnp.ndarray mask=None,
+                   cnp.ndarray grad=None) except -1:
     cdef csm_call call
-    call.grad = <const char *>cnp.PyArray_DATA(grad) if grad is not None else NULL
-    call.op = op
+    call.func = op
     call.negate = negate
     call.ndim = cnp.PyArray_NDIM(x)
     call.shape = <const csm_idx *>cnp.PyArray_DIMS(x)
     call.axis = axis
-    call.in_ = <const char *>cnp.PyArray_DATA(x)
-    call.in_strides = <const csm_idx *>cnp.PyArray_STRIDES(x)
-    call.in_dtype = _dtype_code(x)
-    call.in_swapped = not cnp.PyArray_ISNOTSWAPPED(x)
-    call.in_aligned = cnp.PyArray_ISALIGNED(x)
-    call.out = <char *>cnp.PyArray_DATA(out)
-    call.out_strides = <const csm_idx *>cnp.PyArray_STRIDES(out)
-    call.out_dtype = _dtype_code(out)
+    _operand(&call.in_, x, _dtype_code(x))
+    _operand(&call.out, out, _dtype_code(out))
+    call.mask.data = NULL
+    call.grad.data = NULL
+    if mask is not None:
+        _operand(&call.mask, mask, _mask_code(mask))
+    if grad is not None:
+        _operand(&call.grad, grad, _dtype_code(grad))
     return _run(&call)
 
 
@@ -222,7 +237,7 @@ cdef int _run(csm_call *call) except -1:
     """Runs a call inline (small) or in the pool, waiting in slices so that Ctrl-C interrupts it."""
     cdef int small
     with nogil:
-        small = csm_softmax_small(call, _active)
+        small = csm_run_small(call, _active)
     if small == 0:
         return 0
     if small < 0:
@@ -354,7 +369,7 @@ cdef object _fast(object input, object dim, int op, bint negate, object out=None
         result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)
     else:
         result = _new_output(x, x.dtype)
-    _softmax_into(x, result, dim + nd if dim < 0 else dim, op, negate)
+    _run_into(x, result, dim + nd if dim < 0 else dim, op, negate)
     return result
 
 
@@ -431,12 +446,22 @@ def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
     cdef csm_idx n = cnp.PyArray_SIZE(x)
     cdef const void *src = cnp.PyArray_DATA(x)
     cdef void *dst = cnp.PyArray_DATA(out)
+    cdef float m32[16]
+    cdef float one32[16]
+    cdef double m64[16]
+    cdef double one64[16]
+    cdef int i
+    for i in range(16):
+        m32[i] = <float>shift
+        one32[i] = 1.0
+        m64[i] = shift
+        one64[i] = 1.0
     if _dtype_code(x) == CSM_F32:
         with nogil:
-            k.f32.row_exp_scale(src, dst, n, shift, 1.0)
+            k.f32.row_exp_scale(src, dst, n, m32, one32)
     else:
         with nogil:
-            k.f64.row_exp_scale(src, dst, n, shift, 1.0)
+            k.f64.row_exp_scale(src, dst, n, m64, one64)
     return out
 
 

@@ -90,6 +90,10 @@ static inline void vd_scatter(char *p, csm_idx stride, vd v)
 static inline int any_less_f32(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_LT_OQ)); }
 static inline int any_less_f64(vd a, vd b) { return _mm256_movemask_pd(_mm256_cmp_pd((__m256d)a, (__m256d)b, _CMP_LT_OQ)); }
 static inline int vi_any(vi m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
+/* any lane set in `lanes` outside `except`: vptest's carry flag is clear then */
+#define CSM_ANY_ANDNOT
+static inline int vi_any_andnot(vi lanes, vi except) { return !_mm256_testc_si256((__m256i)except, (__m256i)lanes); }
+static inline int vl_any_andnot(vl lanes, vl except) { return !_mm256_testc_si256((__m256i)except, (__m256i)lanes); }
 static inline int vl_any(vl m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
 static inline vd vf_lo_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)v)); }
 static inline vd vf_hi_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)v, 1)); }
@@ -134,7 +138,7 @@ static inline vf vf_table16(const void *table, vf t)    /* the bits of 16 floats
 #define CSM_ISA_NAME "avx2"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX2 + FMA + F16C (8 floats per vector)"
 #define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2
-csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n);
+csm_idx csm_short_rows_f32_avx2(const csm_fused *a);
 #include "kernels.inc"
 
 static inline void transpose8x8(__m256 r[8])
@@ -167,77 +171,73 @@ static inline void transpose8x8(__m256 r[8])
  * finishes the rest with the row kernels. AVX-512 uses this too (an AVX-512 CPU has AVX2, and the arithmetic per
  * element is identical at either width, so results stay bit-identical to its own row kernels).
  */
-/* Maximum of columns 0..n-1 as a tree (depth log2 n instead of a chain of n): the critical path of a group. */
-static inline __attribute__((always_inline)) vf column_max(const __m256 *col, const csm_idx n)
-{
-    vf t[16];
-    for (csm_idx j = 0; j < n; j++) t[j] = (vf)col[j];
-    for (csm_idx width = n; width > 1; width = (width + 1) / 2)
-        for (csm_idx j = 0; j < width / 2; j++) t[j] = vf_max_nan(t[j], t[j + (width + 1) / 2]);
-    return t[0];
-}
-
 /*
- * P groups of eight rows (1 <= P <= CSM_SHORT_GROUPS), each step done for every group before the next step; always
- * inlined into a copy per row length and P. One group is a chain (loads, transposes, maximum tree, exponentials, sum,
- * reciprocal, scaling, transposes, stores) some 150 cycles long and some 250-500 instructions big, so the core cannot
- * start the next group while it waits; interleaved, P chains share the wait. Rows of 10, per 100000 rows (this
- * machine, AVX2 set): 1 group at a time 709 us, 3 at a time 614, 4 at a time 559; from 2 to 16 elements 3 groups
- * save 5-20% and 4 another 0-9%, but rows of 2 or 3 lose with 4 (the columns no longer fit the 16 registers).
- * All loads of the P groups come before their stores, which is safe because x and y never overlap here: the driver
- * passes the caller's input and a distinct output (an out= that overlaps the input goes through a temporary).
+ * Short float32 rows (n <= 16) by in-register transposes: eight rows are loaded as whole vectors (8 or 16 floats
+ * from each row start), transposed 8x8 so that vector j holds column j of the eight rows, computed by short_columns
+ * (kernels_type.inc: the same arithmetic as every other path), transposed back and stored as whole vectors again.
+ * The loads read past a row into the next rows, and the stores write past a row into the next rows, which later
+ * stores (of this call, in increasing order) overwrite with their results. So a group is done here only while all
+ * it touches lies inside this call's rows, with the output rows packed (y_row_stride == 4n) and forward strides; the
+ * engine finishes the rest with the rows kernel. AVX-512 uses this too (an AVX-512 CPU has AVX2, and the arithmetic
+ * per element is identical at either width, so results stay bit-identical to its own rows kernel).
+ * P groups of eight rows (1 <= P <= CSM_SHORT_GROUPS) go step by step together: one group is a chain some 150
+ * cycles long, longer than the core can look ahead (tuned, docs/performance.md; rows of 2 or 3 lose with 4 groups:
+ * their columns no longer fit the 16 registers).
+ * All loads of the P groups come before their stores. In place (y == x) that is safe: what a store writes past its
+ * row are the values loaded from there, unchanged until their own row's store. The backward functions write past a
+ * row the values of y (x here), so an output that is the gradient itself goes to the generic kernel.
  */
 #define CSM_SHORT_GROUPS 4
-static inline __attribute__((always_inline)) void short_groups_f32(const char *x, csm_idx xs, char *y, csm_idx ys,
-                                                                  const csm_idx n, const int P)
+static inline __attribute__((always_inline)) void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
+                                                                  const int P)
 {
-    const int halves = n > 8 ? 2 : 1;
-    __m256 col[CSM_SHORT_GROUPS][16];
-    vf m[CSM_SHORT_GROUPS], inv[CSM_SHORT_GROUPS];
-    vu32 hi[CSM_SHORT_GROUPS], lo[CSM_SHORT_GROUPS];
+    const int halves = n > 8 ? 2 : 1, backward = a->func >= CSM_SOFTMAX_BACKWARD;
+    vf col[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX], gcol[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX];
     for (int p = 0; p < P; p++)
         for (int h = 0; h < halves; h++) {
-            for (int r = 0; r < 8; r++)
-                col[p][8 * h + r] = _mm256_loadu_ps((const float *)(x + (8 * p + r) * xs) + 8 * h);
-            transpose8x8(col[p] + 8 * h);
+            __m256 t[8];
+            for (int r = 0; r < 8; r++) t[r] = _mm256_loadu_ps((const float *)(a->x + (r0 + 8 * p + r) * a->xs) + 8 * h);
+            transpose8x8(t);
+            for (int r = 0; r < 8; r++) col[p][8 * h + r] = (vf)t[r];
+            if (backward) {
+                for (int r = 0; r < 8; r++)
+                    t[r] = _mm256_loadu_ps((const float *)(a->g + (r0 + 8 * p + r) * a->gs) + 8 * h);
+                transpose8x8(t);
+                for (int r = 0; r < 8; r++) gcol[p][8 * h + r] = (vf)t[r];
+            }
         }
+    short_columns_f32(a->func, col, gcol, n, P);
     for (int p = 0; p < P; p++) {
-        m[p] = column_max(col[p], n);
-        hi[p] = lo[p] = (vu32){0};
-    }
-    for (csm_idx j = 0; j < n; j++)
-        for (int p = 0; p < P; p++) {
-            vf e = exp_shifted_f32((vf)col[p][j], m[p]);
-            fix40_parts_f32(e, &hi[p], &lo[p]);
-            col[p][j] = (__m256)e;
+        __m256 t[2][8];
+        for (int h = 0; h < halves; h++) {
+            for (int r = 0; r < 8; r++) t[h][r] = (__m256)col[p][8 * h + r];
+            transpose8x8(t[h]);
         }
-    for (int p = 0; p < P; p++) inv[p] = lane_reciprocals_f32(hi[p], lo[p], n, m[p]);
-    for (csm_idx j = 0; j < n; j++)
-        for (int p = 0; p < P; p++) col[p][j] = (__m256)scale_lanes_f32((vf)col[p][j], inv[p]);
-    for (int p = 0; p < P; p++) {
-        for (int h = 0; h < halves; h++) transpose8x8(col[p] + 8 * h);
         for (int r = 0; r < 8; r++)
             for (int h = 0; h < halves; h++)
-                _mm256_storeu_ps((float *)(y + (8 * p + r) * ys) + 8 * h, col[p][8 * h + r]);
+                _mm256_storeu_ps((float *)(a->y + (r0 + 8 * p + r) * a->ys) + 8 * h, t[h][r]);
     }
 }
 
-csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n)
+csm_idx csm_short_rows_f32_avx2(const csm_fused *a)
 {
-    if (n > 16 || xs < 4 * n || ys != 4 * n) return short_rows_f32(x, xs, y, ys, n_rows, n);
+    const csm_idx n = a->n, xs = a->xs, ys = a->ys, gs = a->gs;
+    const int backward = a->func >= CSM_SOFTMAX_BACKWARD;
+    if (n > 16 || xs < 4 * n || ys != 4 * n || (backward && (gs < 4 * n || a->y == a->g))) return short_rows_f32(a);
     const csm_idx width = n > 8 ? 64 : 32;             /* bytes read and written per row */
+    const csm_idx last = a->n_rows - 1;
     /* groups whose reads and writes stay inside this call's rows */
     csm_idx groups = 0;
-    while ((groups * 8 + 7) * xs + width <= (n_rows - 1) * xs + 4 * n &&
-           (groups * 8 + 7) * ys + width <= (n_rows - 1) * ys + 4 * n)
+    while ((groups * 8 + 7) * xs + width <= last * xs + 4 * n && (groups * 8 + 7) * ys + width <= last * ys + 4 * n &&
+           (!backward || (groups * 8 + 7) * gs + width <= last * gs + 4 * n))
         groups++;
     csm_idx g = 0;
     switch (n) {
 #define CSM_SHORT_CASE(N)                                                                                     \
     case N: {                                                                                                 \
         const int P = N < 4 ? 3 : 4;                                                                          \
-        for (; g + P <= groups; g += P) short_groups_f32(x + 8 * g * xs, xs, y + 8 * g * ys, ys, N, P);     \
-        for (; g < groups; g++) short_groups_f32(x + 8 * g * xs, xs, y + 8 * g * ys, ys, N, 1);             \
+        for (; g + P <= groups; g += P) short_groups_f32(a, 8 * g, N, P);                                     \
+        for (; g < groups; g++) short_groups_f32(a, 8 * g, N, 1);                                             \
         break;                                                                                                \
     }
         CSM_SHORT_CASE(1) CSM_SHORT_CASE(2) CSM_SHORT_CASE(3) CSM_SHORT_CASE(4) CSM_SHORT_CASE(5)

@@ -64,6 +64,9 @@ static inline void vd_scatter(char *p, csm_idx stride, vd v) { _mm512_i32scatter
 static inline int any_less_f32(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_LT_OQ) != 0; }
 static inline int any_less_f64(vd a, vd b) { return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0; }
 static inline int vi_any(vi m) { return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0; }
+#define CSM_ANY_ANDNOT
+static inline int vi_any_andnot(vi lanes, vi except) { return _mm512_mask_test_epi32_mask(~_mm512_test_epi32_mask((__m512i)except, (__m512i)except), (__m512i)lanes, (__m512i)lanes) != 0; }
+static inline int vl_any_andnot(vl lanes, vl except) { return _mm512_mask_test_epi64_mask(~_mm512_test_epi64_mask((__m512i)except, (__m512i)except), (__m512i)lanes, (__m512i)lanes) != 0; }
 static inline int vl_any(vl m) { return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0; }
 static inline vd vf_lo_to_vd(vf v) { return (vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)v)); }
 static inline vd vf_hi_to_vd(vf v)
@@ -109,7 +112,7 @@ static inline vd vd_table16(const void *table, vd t)    /* the bits of 16 double
 }
 
 #define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2    /* kernels_avx2.c: gathers and scatters are slow on AMD */
-csm_idx csm_short_rows_f32_avx2(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx n_rows, csm_idx n);
+csm_idx csm_short_rows_f32_avx2(const csm_fused *a);
 #define CSM_KERNELS_TABLE csm_kernels_avx512
 #define CSM_ISA_NAME "avx512"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX-512 F/DQ/VL/BW + FMA + F16C (16 floats per vector)"

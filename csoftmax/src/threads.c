@@ -227,6 +227,42 @@ void csm_job_cancel(csm_job *job)
     pthread_mutex_unlock(&pool.lock);
 }
 
+/* Per-thread scratch: a heap block per thread (a new block per task would be faulted in anew every time), freed by
+ * the key's destructor when the thread exits. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+typedef struct { void *block; size_t size; } scratch_t;
+
+static void scratch_free(void *p)
+{
+    scratch_t *s = p;
+    free(s->block);
+    free(s);
+}
+
+static void scratch_key_create(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+void *csm_scratch(size_t bytes)
+{
+    pthread_once(&scratch_once, scratch_key_create);
+    scratch_t *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) return NULL;
+        if (pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->size < bytes) {
+        void *block = NULL;
+        if (posix_memalign(&block, 64, bytes) != 0) return NULL;
+        free(s->block);
+        s->block = block;
+        s->size = bytes;
+    }
+    return s->block;
+}
+
 void csm_job_run_inline(csm_job *job)
 {
     for (int phase = 0; phase < job->n_phases; phase++) {
