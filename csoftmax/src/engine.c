@@ -413,6 +413,41 @@ static void mask_fixup(const csm_plan *p, csm_idx out_off, csm_idx out_stride, c
 
 /* ------------------------------------------------------------------------------------------ rows */
 
+/* Rows [l, l + rows) of operand o (and the mask, for the input) into a tile of rows ts bytes apart: one call when
+ * the rows lie packed one after another in the operand and the tile, else a call per row */
+static void stage_rows(const csm_plan *p, int o, const csm_idx off[N_OPD], csm_idx l, csm_idx rows, char *tile,
+                       csm_idx ts)
+{
+    const layout *L = &p->L;
+    const csm_idx n = L->axis_len;
+    const int masked = o == OPD_IN && p->c->mask.data;
+    if (ts == n * p->es && L->lane[o] == n * L->axis[o] && (!masked || L->lane[OPD_MASK] == n * L->axis[OPD_MASK])) {
+        stage_line(p, o, off[o] + l * L->lane[o], L->axis[o], rows * n, off[OPD_MASK] + l * L->lane[OPD_MASK],
+                   L->axis[OPD_MASK], tile);
+        return;
+    }
+    for (csm_idx r = 0; r < rows; r++)
+        stage_line(p, o, off[o] + (l + r) * L->lane[o], L->axis[o], n, off[OPD_MASK] + (l + r) * L->lane[OPD_MASK],
+                   L->axis[OPD_MASK], tile + r * ts);
+}
+
+/* The reverse, from a tile to the output */
+static void unstage_rows(const csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx rows, const char *tile,
+                         csm_idx ts)
+{
+    const layout *L = &p->L;
+    const csm_idx n = L->axis_len;
+    if (ts == n * p->es && L->lane[OPD_OUT] == n * L->axis[OPD_OUT]) {
+        csm_strided dst = line(p->c, OPD_OUT, off[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT]);
+        p->kt->stage_out(tile, p->ct, &dst, rows * n);
+        return;
+    }
+    for (csm_idx r = 0; r < rows; r++) {
+        csm_strided dst = line(p->c, OPD_OUT, off[OPD_OUT] + (l + r) * L->lane[OPD_OUT], L->axis[OPD_OUT]);
+        p->kt->stage_out(tile + r * ts, p->ct, &dst, n);
+    }
+}
+
 /* Rows [l0, l1) of one outer index, whole: straight to the kernels when every operand is usable where it is, else a
  * block of rows at a time through tiles (or staged into the output itself and computed there in place). */
 static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
@@ -446,7 +481,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     const int into_out = p->direct[OPD_OUT] && !backward;
     char *tile = NULL;
     if (!into_out) {
-        tile = csm_scratch((size_t)block * row_bytes * (backward ? 2 : 1));
+        tile = csm_scratch(0, (size_t)block * row_bytes * (backward ? 2 : 1));
         if (!tile) {
             p->failed = 1;
             return;
@@ -456,16 +491,12 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         const csm_idx rows = l1 - l < block ? l1 - l : block;
         char *x = into_out ? (char *)c->out.data + off[OPD_OUT] + l * L->lane[OPD_OUT] : tile;
         const csm_idx xs = into_out ? L->lane[OPD_OUT] : row_bytes;
-        for (csm_idx r = 0; r < rows; r++)
-            stage_line(p, OPD_IN, off[OPD_IN] + (l + r) * L->lane[OPD_IN], L->axis[OPD_IN], n,
-                       off[OPD_MASK] + (l + r) * L->lane[OPD_MASK], L->axis[OPD_MASK], x + r * xs);
+        stage_rows(p, OPD_IN, off, l, rows, x, xs);
         a.x = x;
         a.xs = xs;
         if (backward) {
             char *g = tile + block * row_bytes;
-            for (csm_idx r = 0; r < rows; r++)
-                stage_line(p, OPD_GRAD, off[OPD_GRAD] + (l + r) * L->lane[OPD_GRAD], L->axis[OPD_GRAD], n, 0, 0,
-                           g + r * row_bytes);
+            stage_rows(p, OPD_GRAD, off, l, rows, g, row_bytes);
             a.g = g;
             a.gs = row_bytes;
         }
@@ -480,11 +511,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         rest.y += done * a.ys;
         rest.n_rows -= done;
         if (rest.n_rows > 0) p->k->rows(&rest);
-        if (!out_here)
-            for (csm_idx r = 0; r < rows; r++) {
-                csm_strided dst = line(c, OPD_OUT, off[OPD_OUT] + (l + r) * L->lane[OPD_OUT], L->axis[OPD_OUT]);
-                p->kt->stage_out(x + r * xs, p->ct, &dst, n);
-            }
+        if (!out_here) unstage_rows(p, off, l, rows, x, xs);
         for (csm_idx r = 0; c->mask.data && r < rows; r++)
             mask_fixup(p, off[OPD_OUT] + (l + r) * L->lane[OPD_OUT], L->axis[OPD_OUT],
                        off[OPD_MASK] + (l + r) * L->lane[OPD_MASK], L->axis[OPD_MASK], n);
@@ -509,9 +536,10 @@ static void run_offsets(const csm_plan *p, csm_idx u, csm_idx off[N_OPD], csm_id
     }
 }
 
-/* One pass over piece [i0, i0 + len) of run u: `phase` 0 (the first reduction, into s), 1 (softmax's and
- * log_softmax's sums, into s) or the last (the output), the later ones with the merged patterns pt. */
-static void run_piece(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase, slot *s, const patterns *pt)
+/* One pass over [i0, i0 + len) of run u: `phase` 0 (the first reduction, into s), 1 (softmax's and log_softmax's
+ * sums, into s) or the last (the output), the later ones with the merged patterns pt. */
+static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase, slot *s, const patterns *pt,
+                      char *tile)
 {
     const csm_call *c = p->c;
     const csm_type_kernels *k = p->k;
@@ -524,13 +552,6 @@ static void run_piece(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
     char *y = (char *)c->out.data + off[OPD_OUT] + i0 * step[OPD_OUT];
     const int staged_out = last && !p->direct[OPD_OUT];
     const int need_x = !(last && c->func == CSM_SOFTMAX && p->store_e);
-    char *tile = NULL;
-    if ((need_x && !p->direct[OPD_IN]) || (backward && !p->direct[OPD_GRAD]) || staged_out) {
-        if (!(tile = csm_scratch((size_t)len * es * 2))) {
-            p->failed = 1;
-            return;
-        }
-    }
     if (need_x && !p->direct[OPD_IN]) {
         stage_line(p, OPD_IN, off[OPD_IN] + i0 * step[OPD_IN], step[OPD_IN], len,
                    off[OPD_MASK] + i0 * step[OPD_MASK], step[OPD_MASK], tile);
@@ -560,6 +581,26 @@ static void run_piece(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
             p->kt->stage_out(dest, p->ct, &dst, len);
         }
     }
+}
+
+/* A piece of a run in one pass: whole when every operand is used where it is, else a tile's worth at a time
+ * (blocks of whole vectors: each lane keeps its class) */
+static void run_piece(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase, slot *s, const patterns *pt)
+{
+    const int last = phase == p->f->phases - 1, backward = p->f->operands == 2;
+    const int need_x = !(last && p->c->func == CSM_SOFTMAX && p->store_e);
+    if (!((need_x && !p->direct[OPD_IN]) || (backward && !p->direct[OPD_GRAD]) || (last && !p->direct[OPD_OUT]))) {
+        run_block(p, u, i0, len, phase, s, pt, NULL);
+        return;
+    }
+    const csm_idx block = CSM_TILE_BYTES / p->es / p->width * p->width;
+    char *tile = csm_scratch(0, (size_t)block * p->es * 2);
+    if (!tile) {
+        p->failed = 1;
+        return;
+    }
+    for (csm_idx j = 0; j < len; j += block)
+        run_block(p, u, i0 + j, len - j < block ? len - j : block, phase, s, pt, tile);
 }
 
 static void run_fixup(const csm_plan *p, csm_idx u)
@@ -628,7 +669,7 @@ static void run_lanes_fused(csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, c
     /* a tile of w lanes by n steps, computed in place */
     csm_idx w = CSM_TILE_BYTES * 4 / (n * es) / p->width * p->width;
     if (w < p->width) w = p->width;
-    char *tile = csm_scratch((size_t)w * n * es);
+    char *tile = csm_scratch(0, (size_t)w * n * es);
     if (!tile) {
         p->failed = 1;
         return;
@@ -672,7 +713,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
     if (staged) {
         block = CSM_TILE_BYTES / (lanes * es);
         if (block < 1) block = 1;
-        if (!(tile = csm_scratch((size_t)block * lanes * es * 2))) {
+        if (!(tile = csm_scratch(0, (size_t)block * lanes * es * 2))) {
             p->failed = 1;
             return;
         }
@@ -737,6 +778,35 @@ static void lanes_fixup(const csm_plan *p, const csm_idx off[N_OPD], csm_idx l0,
                    L->axis[OPD_MASK], L->axis_len);
 }
 
+/* merge_state for one piece of lanes, whose slot is already each lane's state: its patterns directly */
+static void finish_lanes(const csm_plan *p, int phase, slot *s, csm_idx lanes, patterns *pt)
+{
+    const int ct = p->ct, func = p->c->func;
+    const size_t bytes = (size_t)lanes * p->es;
+    if (phase == 0 && p->f->operands == 2) {
+        if (ct == CSM_F32)
+            for (csm_idx l = 0; l < lanes; l++) ((float *)pt->a)[l] = (float)s->dot[l];
+        else
+            memcpy(pt->a, s->dot, bytes);
+    } else if (phase == 0) {
+        memcpy(pt->m, s->m, bytes);
+        if (func == CSM_LOG_SOFTMAX) {
+            memcpy(pt->m2, s->m2, bytes);
+            for (csm_idx l = 0; l < lanes; l++) {
+                const double m2 = load_t(ct, s->m2, l);
+                store_t(ct, pt->m2e, l, m2 > -INFINITY ? m2 : load_t(ct, s->m, l));
+            }
+        }
+    } else {
+        double *total = s->dot;                        /* (free in the forward functions) */
+        for (csm_idx l = 0; l < lanes; l++) total[l] = sum_value(s->hi[l], s->lo[l]);
+        if (func == CSM_LOG_SOFTMAX)
+            p->k->log_sums(pt->m, pt->m2, total, s->count, pt->a, pt->b, lanes);
+        else
+            for (csm_idx l = 0; l < lanes; l++) store_t(ct, pt->a, l, reciprocal(ct, load_t(ct, pt->m, l), total[l]));
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ tasks */
 
 /* Tasks: rows and lanes, (outer, block of lanes) [x pieces of the axis for lanes]; runs, groups of runs (one
@@ -796,22 +866,20 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
         lanes_pass(p, off, l0, lanes, s0, s1, phase, &s, &pt);
         return;
     }
-    /* the whole axis for a panel of lanes, every pass in this task */
-    char *mem = malloc(2 * SLOT_BYTES(lanes));
+    /* the whole axis for a panel of lanes, every pass in this task: a piece's slot is the lanes' state */
+    char *mem = csm_scratch(1, 2 * SLOT_BYTES(lanes));
     if (!mem) {
         p->failed = 1;
         return;
     }
     slot s = slot_at(mem, lanes);
     patterns pt = patterns_at(mem + SLOT_BYTES(lanes), lanes);
-    slot_list list = {p, unit, 1, &s};
     for (int ph = 0; ph < p->f->phases; ph++) {
         const int ph_last = ph == p->f->phases - 1;
         if (!ph_last) slot_reset(&s, p->ct, lanes);
         lanes_pass(p, off, l0, lanes, 0, L->axis_len, ph, &s, &pt);
-        if (!ph_last) merge_state(p, ph, &list, lanes, lanes, lanes, &pt);
+        if (!ph_last) finish_lanes(p, ph, &s, lanes, &pt);
     }
-    free(mem);
     lanes_fixup(p, off, l0, l1);
 }
 

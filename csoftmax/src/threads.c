@@ -231,18 +231,18 @@ void csm_job_cancel(csm_job *job)
  * the key's destructor when the thread exits. */
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-typedef struct { void *block; size_t size; } scratch_t;
+typedef struct { void *block[CSM_SCRATCH_BUFFERS]; size_t size[CSM_SCRATCH_BUFFERS]; } scratch_t;
 
 static void scratch_free(void *p)
 {
     scratch_t *s = p;
-    free(s->block);
+    for (int i = 0; i < CSM_SCRATCH_BUFFERS; i++) free(s->block[i]);
     free(s);
 }
 
 static void scratch_key_create(void) { pthread_key_create(&scratch_key, scratch_free); }
 
-void *csm_scratch(size_t bytes)
+void *csm_scratch(int which, size_t bytes)
 {
     pthread_once(&scratch_once, scratch_key_create);
     scratch_t *s = pthread_getspecific(scratch_key);
@@ -253,14 +253,14 @@ void *csm_scratch(size_t bytes)
             return NULL;
         }
     }
-    if (s->size < bytes) {
+    if (s->size[which] < bytes) {
         void *block = NULL;
         if (posix_memalign(&block, 64, bytes) != 0) return NULL;
-        free(s->block);
-        s->block = block;
-        s->size = bytes;
+        free(s->block[which]);
+        s->block[which] = block;
+        s->size[which] = bytes;
     }
-    return s->block;
+    return s->block[which];
 }
 
 void csm_job_run_inline(csm_job *job)

@@ -33,9 +33,10 @@ int csm_job_help(csm_job *job, int budget_ms);
 void csm_job_cancel(csm_job *job);
 void csm_job_run_inline(csm_job *job);              /* all phases on the calling thread */
 
-/* A buffer of at least `bytes` for the calling thread's tasks (64-byte aligned), kept for its next task and freed
- * when the thread ends; NULL if out of memory. The previous contents are not kept. */
-void *csm_scratch(size_t bytes);
+/* Buffer `which` (0 or 1) of at least `bytes` for the calling thread's tasks (64-byte aligned), kept for its next
+ * task and freed when the thread ends; NULL if out of memory. The previous contents are not kept. */
+#define CSM_SCRATCH_BUFFERS 2
+void *csm_scratch(int which, size_t bytes);
 
 int csm_default_threads(void);                      /* CPUs this process may use (affinity and cgroup quota) */
 int csm_get_num_threads(void);                      /* the setting (default: csm_default_threads) */
