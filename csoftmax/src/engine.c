@@ -154,6 +154,8 @@ typedef struct {
     void *m, *m2;                    /* compute type */
     int64_t *hi, *lo, *count;
     double *dot;
+    uint64_t *raw_hi, *raw_lo;       /* the lanes passes' running parts, flushed to hi, lo, count */
+    int64_t *raw_count;
 } slot;
 
 /* The merged state of a run or panel as the later passes read it: one value per lane, of the compute type */
@@ -165,19 +167,22 @@ typedef struct {
     void *b;                         /* log_softmax: log S (low part) */
 } patterns;
 
-#define SLOT_BYTES(lanes) ((size_t)6 * 8 * (lanes))   /* a slot or a patterns block: 8 bytes per lane per field */
+/* a slot or a patterns block: 8 bytes per lane per field, lanes rounded up to whole vectors of any kernel set */
+#define SLOT_LANES(lanes) (((size_t)(lanes) + 15) / 16 * 16)
+#define SLOT_BYTES(lanes) (9 * 8 * SLOT_LANES(lanes))
 
 static slot slot_at(char *block, csm_idx lanes)
 {
-    const size_t each = (size_t)lanes * 8;
+    const size_t each = SLOT_LANES(lanes) * 8;
     slot s = {block, block + each, (int64_t *)(block + 2 * each), (int64_t *)(block + 3 * each),
-              (int64_t *)(block + 4 * each), (double *)(block + 5 * each)};
+              (int64_t *)(block + 4 * each), (double *)(block + 5 * each), (uint64_t *)(block + 6 * each),
+              (uint64_t *)(block + 7 * each), (int64_t *)(block + 8 * each)};
     return s;
 }
 
 static patterns patterns_at(char *block, csm_idx lanes)
 {
-    const size_t each = (size_t)lanes * 8;
+    const size_t each = SLOT_LANES(lanes) * 8;
     patterns t = {block, block + each, block + 2 * each, block + 3 * each, block + 4 * each};
     return t;
 }
@@ -192,6 +197,9 @@ static void slot_reset(slot *s, int ct, csm_idx lanes)
     memset(s->lo, 0, lanes * 8);
     memset(s->count, 0, lanes * 8);
     memset(s->dot, 0, lanes * 8);
+    memset(s->raw_hi, 0, SLOT_LANES(lanes) * 8);
+    memset(s->raw_lo, 0, SLOT_LANES(lanes) * 8);
+    memset(s->raw_count, 0, SLOT_LANES(lanes) * 8);
 }
 
 /* The merged state of one row, lane or class */
@@ -413,39 +421,68 @@ static void mask_fixup(const csm_plan *p, csm_idx out_off, csm_idx out_stride, c
 
 /* ------------------------------------------------------------------------------------------ rows */
 
-/* Rows [l, l + rows) of operand o (and the mask, for the input) into a tile of rows ts bytes apart: one call when
- * the rows lie packed one after another in the operand and the tile, else a call per row */
+/* A block of rows x cols of operand o at off (rows rs bytes apart, cols cs apart; the mask's at moff, mrs, mcs) into
+ * a tile of the compute type, rows ts bytes apart: one converter call when the block lies packed in the operand (and
+ * the tile), else a call per row */
+static void stage_2d(const csm_plan *p, int o, csm_idx off, csm_idx rs, csm_idx cs, csm_idx moff, csm_idx mrs,
+                     csm_idx mcs, csm_idx rows, csm_idx cols, char *tile, csm_idx ts)
+{
+    const int masked = o == OPD_IN && p->c->mask.data;
+    if (ts == cols * p->es && rs == cols * cs && (!masked || mrs == cols * mcs)) {
+        stage_line(p, o, off, cs, rows * cols, moff, mcs, tile);
+        return;
+    }
+    for (csm_idx r = 0; r < rows; r++) stage_line(p, o, off + r * rs, cs, cols, moff + r * mrs, mcs, tile + r * ts);
+}
+
+/* The reverse, from a tile to the output */
+static void unstage_2d(const csm_plan *p, csm_idx off, csm_idx rs, csm_idx cs, csm_idx rows, csm_idx cols,
+                       const char *tile, csm_idx ts)
+{
+    if (ts == cols * p->es && rs == cols * cs) {
+        csm_strided dst = line(p->c, OPD_OUT, off, cs);
+        p->kt->stage_out(tile, p->ct, &dst, rows * cols);
+        return;
+    }
+    for (csm_idx r = 0; r < rows; r++) {
+        csm_strided dst = line(p->c, OPD_OUT, off + r * rs, cs);
+        p->kt->stage_out(tile + r * ts, p->ct, &dst, cols);
+    }
+}
+
+/* Rows [l, l + rows) of operand o (and the mask, for the input) into a tile, rows ts bytes apart */
 static void stage_rows(const csm_plan *p, int o, const csm_idx off[N_OPD], csm_idx l, csm_idx rows, char *tile,
                        csm_idx ts)
 {
     const layout *L = &p->L;
-    const csm_idx n = L->axis_len;
-    const int masked = o == OPD_IN && p->c->mask.data;
-    if (ts == n * p->es && L->lane[o] == n * L->axis[o] && (!masked || L->lane[OPD_MASK] == n * L->axis[OPD_MASK])) {
-        stage_line(p, o, off[o] + l * L->lane[o], L->axis[o], rows * n, off[OPD_MASK] + l * L->lane[OPD_MASK],
-                   L->axis[OPD_MASK], tile);
-        return;
-    }
-    for (csm_idx r = 0; r < rows; r++)
-        stage_line(p, o, off[o] + (l + r) * L->lane[o], L->axis[o], n, off[OPD_MASK] + (l + r) * L->lane[OPD_MASK],
-                   L->axis[OPD_MASK], tile + r * ts);
+    stage_2d(p, o, off[o] + l * L->lane[o], L->lane[o], L->axis[o], off[OPD_MASK] + l * L->lane[OPD_MASK],
+             L->lane[OPD_MASK], L->axis[OPD_MASK], rows, L->axis_len, tile, ts);
 }
 
-/* The reverse, from a tile to the output */
 static void unstage_rows(const csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx rows, const char *tile,
                          csm_idx ts)
 {
     const layout *L = &p->L;
-    const csm_idx n = L->axis_len;
-    if (ts == n * p->es && L->lane[OPD_OUT] == n * L->axis[OPD_OUT]) {
-        csm_strided dst = line(p->c, OPD_OUT, off[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT]);
-        p->kt->stage_out(tile, p->ct, &dst, rows * n);
-        return;
-    }
-    for (csm_idx r = 0; r < rows; r++) {
-        csm_strided dst = line(p->c, OPD_OUT, off[OPD_OUT] + (l + r) * L->lane[OPD_OUT], L->axis[OPD_OUT]);
-        p->kt->stage_out(tile + r * ts, p->ct, &dst, n);
-    }
+    unstage_2d(p, off[OPD_OUT] + l * L->lane[OPD_OUT], L->lane[OPD_OUT], L->axis[OPD_OUT], rows, L->axis_len, tile,
+               ts);
+}
+
+/* Steps [s, s + steps) of lanes [l, l + lanes) of operand o into a tile, steps ts bytes apart */
+static void stage_steps(const csm_plan *p, int o, const csm_idx off[N_OPD], csm_idx s, csm_idx steps, csm_idx l,
+                        csm_idx lanes, char *tile, csm_idx ts)
+{
+    const layout *L = &p->L;
+    stage_2d(p, o, off[o] + s * L->axis[o] + l * L->lane[o], L->axis[o], L->lane[o],
+             off[OPD_MASK] + s * L->axis[OPD_MASK] + l * L->lane[OPD_MASK], L->axis[OPD_MASK], L->lane[OPD_MASK],
+             steps, lanes, tile, ts);
+}
+
+static void unstage_steps(const csm_plan *p, const csm_idx off[N_OPD], csm_idx s, csm_idx steps, csm_idx l,
+                          csm_idx lanes, const char *tile, csm_idx ts)
+{
+    const layout *L = &p->L;
+    unstage_2d(p, off[OPD_OUT] + s * L->axis[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT], L->lane[OPD_OUT],
+               steps, lanes, tile, ts);
 }
 
 /* Rows [l0, l1) of one outer index, whole: straight to the kernels when every operand is usable where it is, else a
@@ -676,21 +713,14 @@ static void run_lanes_fused(csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, c
     }
     for (csm_idx l = l0; l < l1; l += w) {
         const csm_idx lanes = l1 - l < w ? l1 - l : w;
-        for (csm_idx s = 0; s < n; s++)
-            stage_line(p, OPD_IN, off[OPD_IN] + s * L->axis[OPD_IN] + l * L->lane[OPD_IN], L->lane[OPD_IN], lanes,
-                       off[OPD_MASK] + s * L->axis[OPD_MASK] + l * L->lane[OPD_MASK], L->lane[OPD_MASK],
-                       tile + s * w * es);
+        stage_steps(p, OPD_IN, off, 0, n, l, lanes, tile, w * es);
         a.x = tile;
         a.xs = w * es;
         a.y = tile;
         a.ys = w * es;
         a.n_rows = lanes;
         p->k->lanes(&a);
-        for (csm_idx s = 0; s < n; s++) {
-            csm_strided dst = line(c, OPD_OUT, off[OPD_OUT] + s * L->axis[OPD_OUT] + l * L->lane[OPD_OUT],
-                                   L->lane[OPD_OUT]);
-            p->kt->stage_out(tile + s * w * es, p->ct, &dst, lanes);
-        }
+        unstage_steps(p, off, 0, n, l, lanes, tile, w * es);
     }
 }
 
@@ -708,7 +738,10 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
     const int staged_out = last && !p->direct[OPD_OUT];
     const int staged = (need_x && !p->direct[OPD_IN]) || (backward && !p->direct[OPD_GRAD]) || staged_out;
     /* steps per block: all of them when nothing is staged, else as many as a tile holds */
-    csm_idx block = s1 - s0;
+    csm_idx block = s1 - s0, pending = 0;                /* pending: steps in the raw sums since a flush */
+    const int sums = !last && phase == 1;
+    int64_t *counts = c->func == CSM_LOG_SOFTMAX ? s->count : NULL;
+    if (sums && block > CSM_F32_FLUSH) block = CSM_F32_FLUSH;
     char *tile = NULL;
     if (staged) {
         block = CSM_TILE_BYTES / (lanes * es);
@@ -728,19 +761,13 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
         char *y = (char *)c->out.data + off[OPD_OUT] + b0 * L->axis[OPD_OUT] + l * L->lane[OPD_OUT];
         const csm_idx ys = L->axis[OPD_OUT];
         if (need_x && !p->direct[OPD_IN]) {
-            for (csm_idx t = 0; t < steps; t++)
-                stage_line(p, OPD_IN, off[OPD_IN] + (b0 + t) * L->axis[OPD_IN] + l * L->lane[OPD_IN],
-                           L->lane[OPD_IN], lanes,
-                           off[OPD_MASK] + (b0 + t) * L->axis[OPD_MASK] + l * L->lane[OPD_MASK], L->lane[OPD_MASK],
-                           tile + t * lanes * es);
+            stage_steps(p, OPD_IN, off, b0, steps, l, lanes, tile, lanes * es);
             x = tile;
             xs = lanes * es;
         }
         if (backward && !p->direct[OPD_GRAD]) {
             char *gt = tile + block * lanes * es;
-            for (csm_idx t = 0; t < steps; t++)
-                stage_line(p, OPD_GRAD, off[OPD_GRAD] + (b0 + t) * L->axis[OPD_GRAD] + l * L->lane[OPD_GRAD],
-                           L->lane[OPD_GRAD], lanes, 0, 0, gt + t * lanes * es);
+            stage_steps(p, OPD_GRAD, off, b0, steps, l, lanes, gt, lanes * es);
             g = gt;
             gs = lanes * es;
         }
@@ -750,24 +777,26 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
             if (c->func == CSM_SOFTMAX) k->lanes_max(x, xs, steps, s->m, lanes);
             else if (c->func == CSM_LOG_SOFTMAX) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes);
             else k->lanes_dot(g, gs, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, xs, steps, s->dot, lanes);
-        } else if (!last) {
+        } else if (sums) {
+            if (pending + steps > CSM_F32_FLUSH) {
+                k->lanes_flush(s->raw_hi, s->raw_lo, s->raw_count, pending, s->hi, s->lo, counts, lanes);
+                pending = 0;
+            }
             if (c->func == CSM_SOFTMAX)
-                k->lanes_exp_sum(x, xs, p->store_e ? y : NULL, ys, steps, pt->m, s->hi, s->lo, lanes);
+                k->lanes_exp_sum(x, xs, p->store_e ? y : NULL, ys, steps, pt->m, s->raw_hi, s->raw_lo, lanes);
             else
-                k->lanes_log_sum(x, xs, steps, pt->m, pt->m2e, s->hi, s->lo, s->count, lanes);
+                k->lanes_log_sum(x, xs, steps, pt->m, pt->m2e, s->raw_hi, s->raw_lo, s->raw_count, lanes);
+            pending += steps;
         }
         if (last) {
             if (c->func == CSM_SOFTMAX && p->store_e) k->lanes_scale(y, ys, steps, pt->a, lanes);
             else if (c->func == CSM_SOFTMAX) k->lanes_exp_scale(x, xs, dest, ds, steps, pt->m, pt->a, lanes);
             else if (c->func == CSM_LOG_SOFTMAX) k->lanes_log_out(x, xs, dest, ds, steps, pt->m, pt->a, pt->b, lanes);
             else k->lanes_grad_out(c->func, g, gs, x, xs, dest, ds, steps, pt->a, lanes);
-            for (csm_idx t = 0; staged_out && t < steps; t++) {
-                csm_strided dst = line(c, OPD_OUT, off[OPD_OUT] + (b0 + t) * L->axis[OPD_OUT] + l * L->lane[OPD_OUT],
-                                       L->lane[OPD_OUT]);
-                p->kt->stage_out(dest + t * lanes * es, p->ct, &dst, lanes);
-            }
+            if (staged_out) unstage_steps(p, off, b0, steps, l, lanes, dest, lanes * es);
         }
     }
+    if (sums && pending) k->lanes_flush(s->raw_hi, s->raw_lo, s->raw_count, pending, s->hi, s->lo, counts, lanes);
 }
 
 static void lanes_fixup(const csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, csm_idx l1)
@@ -935,7 +964,7 @@ static int usable(const csm_operand *o, int ct, csm_idx stride)
 static int interleaved(const csm_call *c, const layout *L, int width)
 {
     const csm_idx p = L->n_lanes;
-    if (p < 2 || p >= width || width % p != 0) return 0;
+    if (p < 2 || p > width || width % p != 0) return 0;
     for (int o = 0; o < N_OPD; o++) {
         const csm_operand *op = operand(c, o);
         const csm_idx size = dtype_size(op->dtype);

@@ -177,16 +177,20 @@ typedef struct {
     void (*row_dot)(const void *g, const void *y, csm_idx n, double *acc);              /* y NULL: sum of g */
     void (*row_grad_out)(int func, const void *g, const void *y, void *out, csm_idx n, const void *s);
 
-    /* lanes passes (per-lane int64 sums; at most CSM_PIECE steps per call) */
+    /* lanes passes. The sums go to raw per-lane parts (8 bytes per lane, arrays rounded up to whole vectors,
+     * zeroed), at most CSM_F32_FLUSH steps between lanes_flush calls, which add them to the int64 sums (and the raw
+     * counts of entries equal to m, when count is given) and zero them */
     void (*lanes_max)(const char *x, csm_idx xs, csm_idx steps, void *m, csm_idx n_lanes);
     void (*lanes_top2)(const char *x, csm_idx xs, csm_idx steps, void *m, void *m2, csm_idx n_lanes);
     void (*lanes_exp_sum)(const char *x, csm_idx xs, char *e, csm_idx es, csm_idx steps, const void *m,
-                          int64_t *hi, int64_t *lo, csm_idx n_lanes);
+                          uint64_t *raw_hi, uint64_t *raw_lo, csm_idx n_lanes);
+    void (*lanes_flush)(uint64_t *raw_hi, uint64_t *raw_lo, int64_t *raw_count, csm_idx terms, int64_t *hi,
+                        int64_t *lo, int64_t *count, csm_idx n_lanes);
     void (*lanes_scale)(char *y, csm_idx ys, csm_idx steps, const void *inv, csm_idx n_lanes);
     void (*lanes_exp_scale)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
                             const void *inv, csm_idx n_lanes);
-    void (*lanes_log_sum)(const char *x, csm_idx xs, csm_idx steps, const void *m, const void *m2, int64_t *hi,
-                          int64_t *lo, int64_t *count, csm_idx n_lanes);
+    void (*lanes_log_sum)(const char *x, csm_idx xs, csm_idx steps, const void *m, const void *m2, uint64_t *raw_hi,
+                          uint64_t *raw_lo, int64_t *raw_count, csm_idx n_lanes);
     void (*lanes_log_out)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
                           const void *log_hi, const void *log_lo, csm_idx n_lanes);
     void (*lanes_dot)(const char *g, csm_idx gs, const char *y, csm_idx ys, csm_idx steps, double *acc,
