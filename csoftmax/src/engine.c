@@ -187,19 +187,26 @@ static patterns patterns_at(char *block, csm_idx lanes)
     return t;
 }
 
-static void slot_reset(slot *s, int ct, csm_idx lanes)
+/* Clears what `phase` of `func` fills in a slot: the maxima (to -inf), or the sums and counts, or the dot */
+static void slot_reset(slot *s, int func, int phase, int ct, csm_idx lanes)
 {
-    for (csm_idx l = 0; l < lanes; l++) {
-        store_t(ct, s->m, l, -INFINITY);
-        store_t(ct, s->m2, l, -INFINITY);
+    if (func == CSM_SOFTMAX_BACKWARD || func == CSM_LOG_SOFTMAX_BACKWARD) {
+        memset(s->dot, 0, lanes * 8);
+    } else if (phase == 0) {
+        if (ct == CSM_F32)
+            for (csm_idx l = 0; l < lanes; l++) ((float *)s->m)[l] = ((float *)s->m2)[l] = -INFINITY;
+        else
+            for (csm_idx l = 0; l < lanes; l++) ((double *)s->m)[l] = ((double *)s->m2)[l] = -INFINITY;
+    } else {
+        memset(s->hi, 0, lanes * 8);
+        memset(s->lo, 0, lanes * 8);
+        memset(s->raw_hi, 0, SLOT_LANES(lanes) * 8);
+        memset(s->raw_lo, 0, SLOT_LANES(lanes) * 8);
+        if (func == CSM_LOG_SOFTMAX) {
+            memset(s->count, 0, lanes * 8);
+            memset(s->raw_count, 0, SLOT_LANES(lanes) * 8);
+        }
     }
-    memset(s->hi, 0, lanes * 8);
-    memset(s->lo, 0, lanes * 8);
-    memset(s->count, 0, lanes * 8);
-    memset(s->dot, 0, lanes * 8);
-    memset(s->raw_hi, 0, SLOT_LANES(lanes) * 8);
-    memset(s->raw_lo, 0, SLOT_LANES(lanes) * 8);
-    memset(s->raw_count, 0, SLOT_LANES(lanes) * 8);
 }
 
 /* The merged state of one row, lane or class */
@@ -658,7 +665,7 @@ static void run_whole(csm_plan *p, csm_idx u)
     slot_list list = {p, u, 1, &s};
     for (int phase = 0; phase < p->f->phases; phase++) {
         const int last = phase == p->f->phases - 1;
-        if (!last) slot_reset(&s, p->ct, p->width);
+        if (!last) slot_reset(&s, p->c->func, phase, p->ct, p->width);
         run_piece(p, u, 0, p->run_len, phase, &s, &pt);
         if (!last) merge_state(p, phase, &list, p->classes, p->width, p->width, &pt);
     }
@@ -867,7 +874,7 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
         const csm_idx u = task / p->pieces, piece = task % p->pieces, i0 = piece * p->piece_len;
         slot s = slot_at(p->state + (u * (p->pieces + 1) + piece) * SLOT_BYTES(p->slot_lanes), p->slot_lanes);
         patterns pt = unit_patterns(p, u);
-        if (!last) slot_reset(&s, p->ct, p->width);
+        if (!last) slot_reset(&s, p->c->func, phase, p->ct, p->width);
         run_piece(p, u, i0, p->run_len - i0 < p->piece_len ? p->run_len - i0 : p->piece_len, phase, &s, &pt);
         return;
     }
@@ -891,7 +898,7 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
         const csm_idx s0 = piece * p->piece_len, s1 = s0 + p->piece_len < L->axis_len ? s0 + p->piece_len : L->axis_len;
         slot s = slot_at(p->state + (unit * (p->pieces + 1) + piece) * SLOT_BYTES(p->slot_lanes), p->slot_lanes);
         patterns pt = unit_patterns(p, unit);
-        if (!last) slot_reset(&s, p->ct, lanes);
+        if (!last) slot_reset(&s, p->c->func, phase, p->ct, lanes);
         lanes_pass(p, off, l0, lanes, s0, s1, phase, &s, &pt);
         return;
     }
@@ -905,7 +912,7 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
     patterns pt = patterns_at(mem + SLOT_BYTES(lanes), lanes);
     for (int ph = 0; ph < p->f->phases; ph++) {
         const int ph_last = ph == p->f->phases - 1;
-        if (!ph_last) slot_reset(&s, p->ct, lanes);
+        if (!ph_last) slot_reset(&s, p->c->func, ph, p->ct, lanes);
         lanes_pass(p, off, l0, lanes, 0, L->axis_len, ph, &s, &pt);
         if (!ph_last) finish_lanes(p, ph, &s, lanes, &pt);
     }
