@@ -280,6 +280,7 @@ struct csm_plan {
     csm_idx es;
     int direct[N_OPD];               /* the path's kernels read or write the operand where it is */
     int fused, short_rows;
+    int half;                        /* rows: float16 operands read and written by the rows kernel itself */
     int store_e;                     /* runs and streamed lanes keep exp in the output for the last pass */
     csm_idx n_outer, elements;
     csm_idx per_task, tasks_per_outer;   /* rows and lanes: lanes per task (lanes: the panel), tasks per outer */
@@ -503,6 +504,22 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     outer_offsets(L, outer, off);
     const int backward = p->f->operands == 2;
     csm_fused a = {.func = c->func, .n = n};
+    if (p->half) {
+        a.x = c->in.data + off[OPD_IN] + l0 * L->lane[OPD_IN];
+        a.xs = L->lane[OPD_IN];
+        a.g = backward ? c->grad.data + off[OPD_GRAD] + l0 * L->lane[OPD_GRAD] : NULL;
+        a.gs = L->lane[OPD_GRAD];
+        a.y = (char *)c->out.data + off[OPD_OUT] + l0 * L->lane[OPD_OUT];
+        a.ys = L->lane[OPD_OUT];
+        a.n_rows = l1 - l0;
+        a.half = 1;
+        if (!backward && !(a.scratch = csm_scratch(0, (size_t)CSM_ROW_GROUP * n * sizeof(float)))) {
+            p->failed = 1;
+            return;
+        }
+        p->k->rows(&a);
+        return;
+    }
     if (p->direct[OPD_IN] && p->direct[OPD_OUT] && (!backward || p->direct[OPD_GRAD])) {
         a.x = c->in.data + off[OPD_IN] + l0 * L->lane[OPD_IN];
         a.xs = L->lane[OPD_IN];
@@ -1022,6 +1039,14 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     p->pieces = 1;
 
     if (p->path == PATH_ROWS) {
+        /* float16 rows the kernel converts itself: every operand float16, native, along a contiguous axis */
+        p->half = p->ct == CSM_F32 && p->k->half_rows && n > CSM_SHORT_ROW_MAX && n <= CSM_HALF_ROW_MAX &&
+                  !c->negate && !c->mask.data;
+        for (int o = 0; o < N_OPD && p->half; o++) {
+            const csm_operand *op = operand(c, o);
+            if (op->data && o != OPD_MASK)
+                p->half = op->dtype == CSM_F16 && !op->swapped && op->aligned && L->axis[o] == 2;
+        }
         const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
         p->short_rows = n <= CSM_SHORT_ROW_MAX;
         for (int o = 0; o < N_OPD; o++)

@@ -44,6 +44,9 @@ typedef ptrdiff_t csm_idx;            /* element counts and byte strides: 64-bit
 /* Rows up to this length take the across-rows kernel (vectors hold one column of several rows): measured
  * crossover with the rows kernel, see docs/performance.md. */
 #define CSM_SHORT_ROW_MAX 16
+/* float16 rows up to this length are read and written by the rows kernel itself (its scratch holds a group's rows
+ * as float32 in L1); longer ones are staged. */
+#define CSM_HALF_ROW_MAX 2048
 /* The fused lanes kernel walks axes of at most this many steps (its float32 sums flush once). */
 #define CSM_LANES_FUSED_MAX CSM_F32_FLUSH
 /* Lanes walked together by the streamed lanes passes: 16-32 KB per axis step; per-lane state below 200 KB. */
@@ -142,6 +145,9 @@ typedef struct {
     csm_idx ys;
     csm_idx n_rows;              /* rows kernel: rows (xs, gs, ys apart); lanes kernel: lanes (contiguous) */
     csm_idx n;                   /* elements per row / axis steps (xs, gs, ys apart) */
+    int half;                    /* rows kernel, float32: x, g and y are float16 (widened as loaded, rounded as
+                                    stored; the bits of staging them), with n <= CSM_HALF_ROW_MAX */
+    float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats */
 } csm_fused;
 
 /*
@@ -156,6 +162,7 @@ typedef struct {
  */
 typedef struct {
     int width;                   /* elements per vector */
+    int half_rows;               /* the rows kernel takes float16 rows (csm_fused.half): vector conversions */
     /* fused: the whole function, state in registers (rows: n * sizeof(T) <= CSM_FUSED_ROW_BYTES; lanes: n <=
      * CSM_LANES_FUSED_MAX) */
     void (*rows)(const csm_fused *a);
