@@ -184,3 +184,41 @@ def test_long_call_reacts_to_ctrl_c_quickly_and_then_works_again(threads):
     assert reactions[1] < 0.2, reactions      # about 100 ms promised; quiet runs give 10-30 ms
     assert reactions[2] < 2.0, reactions      # even a stalled one ends far before the call would (seconds)
     assert lines[3] == "True"
+
+
+@pytest.mark.parametrize("case", ["one long row, 1 thread", "(2e8, 2) dim 0, 2 threads"])
+def test_ctrl_c_is_seen_within_a_task_on_long_axes(case):
+    # Every task is bounded (pieces of the axis), whatever the thread count: a single 4e8-element row at 1 thread
+    # and a (2e8, 2) dim 0 call (interleaved lanes along a 2e8 axis) at 2 threads both react like short tasks.
+    make, dim, threads = {
+        "one long row, 1 thread": ("np.broadcast_to(np.float32(0.5), (400_000_000,))", 0, 1),
+        "(2e8, 2) dim 0, 2 threads": ("np.full((200_000_000, 2), 0.5, np.float32)", 0, 2),
+    }[case]
+    code = f"""
+        import os, signal, threading, time, numpy as np, csoftmax
+        csoftmax.set_num_threads({threads})
+        x = {make}
+        out = np.empty(x.shape, np.float32)
+        for trial in range(3):
+            fired = []
+            def fire():
+                time.sleep(0.15)
+                fired.append(time.perf_counter())
+                os.kill(os.getpid(), signal.SIGINT)
+            threading.Thread(target=fire).start()
+            try:
+                csoftmax.softmax(x, {dim}, out=out)
+                print("not interrupted")
+            except KeyboardInterrupt:
+                print("reaction %.3f" % (time.perf_counter() - fired[0]))
+        y = csoftmax.softmax(np.ones((1000, 3), np.float32), 0)
+        print(bool(np.allclose(y, 1 / 1000)))
+    """
+    out = _run_script(code, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert all(line.startswith("reaction") for line in lines[:3]), out.stdout
+    reactions = sorted(float(line.split()[1]) for line in lines[:3])
+    assert reactions[1] < 0.2, reactions
+    assert reactions[2] < 2.0, reactions
+    assert lines[3] == "True"
