@@ -6,7 +6,6 @@
 
 #include "blocks.h"
 
-#define HUGE_MIN ((size_t)4 << 20)          /* as NumPy does: ask for transparent huge pages from 4 MiB on */
 
 static struct {
     pthread_mutex_t lock;
@@ -53,7 +52,7 @@ void *csm_block_get(size_t *size)
     void *p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
 #ifdef MADV_HUGEPAGE
-    if (*size >= HUGE_MIN) madvise(p, *size, MADV_HUGEPAGE);
+    if (*size >= CSM_HUGE_PAGES_MIN) madvise(p, *size, MADV_HUGEPAGE);
 #endif
     return p;
 }

@@ -16,8 +16,7 @@
 
 #include <stddef.h>
 
-#define CSM_BLOCKS_MAX 8
-#define CSM_BLOCKS_DEFAULT_LIMIT ((size_t)256 << 20)
+#include "softmax.h"                 /* CSM_BLOCKS_MAX, CSM_BLOCKS_DEFAULT_LIMIT, CSM_HUGE_PAGES_MIN */
 
 /* A page-aligned buffer of at least *size bytes (rounded up to whole pages, written back); NULL if out of memory. */
 void *csm_block_get(size_t *size);

@@ -25,6 +25,7 @@
  *      milliseconds at any thread count. Sums merge as exact integers, so pieces change no bit.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,9 +51,6 @@ static const csm_function functions[CSM_N_FUNCS] = {
     [CSM_LOG_SOFTMAX_BACKWARD] = {.operands = 2, .phases = 2},
 };
 
-/* Pieces of runs when the pool needs more tasks than there are runs (a few long rows on several threads), and
- * always for the backward functions, whose float64 sums then merge in the same order whatever the thread count. */
-#define SMALL_PIECE ((csm_idx)1 << 16)
 
 typedef struct {
     csm_idx axis_len, n_lanes;
@@ -275,7 +273,6 @@ struct csm_plan {
     const csm_kernels *kt;
     const csm_type_kernels *k;
     const csm_function *f;
-    layout L;
     int ct, path, width, round_to;
     csm_idx es;
     int direct[N_OPD];               /* the path's kernels read or write the operand where it is */
@@ -289,6 +286,7 @@ struct csm_plan {
     char *state;                         /* multi-phase: per unit, a slot per piece and then its patterns */
     csm_idx slot_lanes;
     int failed;
+    layout L;                        /* last: a plan is zeroed up to here (decompose fills what it uses) */
 };
 
 static slot piece_slot(const slot_list *list, csm_idx i)
@@ -1062,8 +1060,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         /* small pieces when the pool needs more tasks than runs, and for the backward functions whatever the
          * thread count (their float64 sums merge piece by piece) */
         p->piece_len = CSM_PIECE;
-        if (backward || (threads > 1 && p->units < 2 * threads && p->run_len >= 4 * SMALL_PIECE))
-            p->piece_len = SMALL_PIECE;
+        if (backward || (threads > 1 && p->units < 2 * threads && p->run_len >= 4 * CSM_SMALL_PIECE))
+            p->piece_len = CSM_SMALL_PIECE;
         p->pieces = (p->run_len + p->piece_len - 1) / p->piece_len;
         p->store_e = c->func == CSM_SOFTMAX && p->direct[OPD_OUT] && (size_t)p->run_len * es <= CSM_STORE_BUDGET;
         p->per_task = CSM_TASK_ELEMENTS / (p->run_len > 0 ? p->run_len : 1);
@@ -1123,7 +1121,7 @@ csm_plan *csm_plan_new(const csm_call *c, const csm_kernels *kt, int threads)
 int csm_run_small(const csm_call *c, const csm_kernels *kt)
 {
     csm_plan p;                                        /* on the stack: a small call skips the allocation */
-    memset(&p, 0, sizeof p);
+    memset(&p, 0, offsetof(csm_plan, L));
     if (plan_init(&p, c, kt, 1) != 0) return -1;
     if (p.elements >= CSM_PARALLEL_MIN || p.pieces > 1) {
         plan_release(&p);

@@ -181,13 +181,12 @@ static inline void transpose8x8(__m256 r[8])
  * engine finishes the rest with the rows kernel. AVX-512 uses this too (an AVX-512 CPU has AVX2, and the arithmetic
  * per element is identical at either width, so results stay bit-identical to its own rows kernel).
  * P groups of eight rows (1 <= P <= CSM_SHORT_GROUPS) go step by step together: one group is a chain some 150
- * cycles long, longer than the core can look ahead (tuned, docs/performance.md; rows of 2 or 3 lose with 4 groups:
+ * cycles long, longer than the core can look ahead (CSM_SHORT_GROUPS, tuned; rows of 2 or 3 lose with 4 groups:
  * their columns no longer fit the 16 registers).
  * All loads of the P groups come before their stores. In place (y == x) that is safe: what a store writes past its
  * row are the values loaded from there, unchanged until their own row's store. The backward functions write past a
  * row the values of y (x here), so an output that is the gradient itself goes to the generic kernel.
  */
-#define CSM_SHORT_GROUPS 4
 static inline __attribute__((always_inline)) void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
                                                                   const int P)
 {

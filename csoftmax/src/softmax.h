@@ -47,10 +47,23 @@ typedef ptrdiff_t csm_idx;            /* element counts and byte strides: 64-bit
 /* float16 rows up to this length are read and written by the rows kernel itself (its scratch holds a group's rows
  * as float32 in L1); longer ones are staged. */
 #define CSM_HALF_ROW_MAX 2048
+/* Rows of at least this many bytes start their vectors where the output is vector-aligned (a store that splits a
+ * cache line costs 5-15% on misaligned outputs; shorter rows lose more to the extra pieces): tuned. */
+#define CSM_ALIGN_ROW_BYTES 3072
+/* float32 short rows: groups of eight rows the transposing kernel (AVX2) runs step by step together: tuned. */
+#define CSM_SHORT_GROUPS 4
 /* The fused lanes kernel walks axes of at most this many steps (its float32 sums flush once). */
 #define CSM_LANES_FUSED_MAX CSM_F32_FLUSH
 /* Lanes walked together by the streamed lanes passes: 16-32 KB per axis step; per-lane state below 200 KB. */
 #define CSM_LANES_PANEL 4096
+/* Pieces of runs when the pool needs more tasks than there are runs, and always for the backward functions (their
+ * float64 sums then merge in the same order whatever the thread count). Divides CSM_PIECE. */
+#define CSM_SMALL_PIECE ((csm_idx)1 << 16)
+/* The streamed lanes passes ask for the lanes this many bytes of axis steps ahead (the hardware prefetcher falls
+ * behind their arithmetic): tuned. */
+#define CSM_PREFETCH_BYTES 4096
+/* Staging converts this many elements at a time through its stack buffers. */
+#define CSM_STAGE_BLOCK 512
 /* Tiles through which staged operands pass: sized to stay in L1 with their inputs and outputs. */
 #define CSM_TILE_BYTES (16 * 1024)
 /* Work per task: about 20-200 us, so a pool round trip (~10 us) pays and Ctrl-C is seen within milliseconds. */
@@ -64,6 +77,15 @@ typedef ptrdiff_t csm_idx;            /* element counts and byte strides: 64-bit
 #define CSM_STORE_BUDGET ((size_t)8 << 20)
 /* A streamed lanes panel up to this size stores its exponentials in the output; bigger ones recompute. */
 #define CSM_LANES_STORE_BUDGET ((size_t)16 << 20)
+/* The thread pool: at most this many workers; an idle one polls for new work this long before it sleeps (a
+ * sleeping vCPU takes 20-100 us or more to wake, which a burst of short calls would otherwise pay each time). */
+#define CSM_MAX_WORKERS 256
+#define CSM_SPIN_MS 1.0
+/* Result buffers kept for reuse (blocks.h): at most this many, this many bytes by default; from this size on they
+ * ask for transparent huge pages, as NumPy does. */
+#define CSM_BLOCKS_MAX 8
+#define CSM_BLOCKS_DEFAULT_LIMIT ((size_t)256 << 20)
+#define CSM_HUGE_PAGES_MIN ((size_t)4 << 20)
 /* Entries with x - m below this take the exponential's careful branch (the rounding of x - m would otherwise cost
  * more than 32 ulp); at or below the underflow limit (kernels.inc) they are exact zeros. */
 #define CSM_NEAR_LIMIT (-64.0)

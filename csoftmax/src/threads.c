@@ -18,8 +18,6 @@ __asm__(".symver pthread_create, pthread_create@GLIBC_2.2.5");
 __asm__(".symver pthread_create, pthread_create@GLIBC_2.17");
 #endif
 
-#define MAX_WORKERS 256
-
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t work;          /* a job has tasks (or phases) to take */
@@ -29,11 +27,6 @@ static struct {
     unsigned generation;          /* bumped (under the lock) whenever pool.work is signalled: spinners watch it */
     unsigned progress;            /* the same for pool.finished */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0};
-
-/* An idle thread polls for new work this long before it sleeps on a condition variable, as OpenMP runtimes do:
- * on this kind of VM a sleeping vCPU takes 20-100 us (sometimes ms) to wake, which a burst of calls of a few
- * hundred microseconds each would otherwise pay every time. */
-#define SPIN_MS 1.0
 
 static int atfork_registered = 0;                /* under pool.lock */
 
@@ -136,7 +129,7 @@ static void *worker_main(void *arg)
         } else {
             unsigned seen = pool.generation;
             pthread_mutex_unlock(&pool.lock);
-            spin_until_changed(&pool.generation, seen, SPIN_MS);
+            spin_until_changed(&pool.generation, seen, CSM_SPIN_MS);
             pthread_mutex_lock(&pool.lock);
             /* the generation only changes under the lock, before the broadcast: no wake-up can be missed */
             if (pool.generation == seen) pthread_cond_wait(&pool.work, &pool.lock);
@@ -156,7 +149,7 @@ int csm_job_start(csm_job *job)
         pthread_mutex_unlock(&pool.lock);
         return -1;
     }
-    int wanted = job->threads - 1 < MAX_WORKERS ? job->threads - 1 : MAX_WORKERS;   /* the caller is one */
+    int wanted = job->threads - 1 < CSM_MAX_WORKERS ? job->threads - 1 : CSM_MAX_WORKERS;   /* the caller is one */
     while (pool.n_workers < wanted) {
         pthread_t thread;
         pthread_attr_t attr;
@@ -195,7 +188,7 @@ int csm_job_help(csm_job *job, int budget_ms)
             double left = deadline - now_ms();
             if (left <= 0) break;
             pthread_mutex_unlock(&pool.lock);
-            spin_until_changed(&pool.progress, seen, left < SPIN_MS ? left : SPIN_MS);
+            spin_until_changed(&pool.progress, seen, left < CSM_SPIN_MS ? left : CSM_SPIN_MS);
             pthread_mutex_lock(&pool.lock);
             if (pool.progress != seen) continue;
             if (budget_ms < 0) {
