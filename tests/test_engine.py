@@ -30,6 +30,7 @@ PATHS = {
     "interleaved pairs": ((3, 1001, 2), 1),
     "lanes fused": ((50, 3, 64), 0),              # strips in registers
     "lanes few": ((7, 3), 0),                     # three lanes: partial vectors
+    "lanes few, long axis": ((3000, 3), 0),       # streamed, staged blocks of more steps than a flush holds
     "lanes streamed": ((600, 40), 0),             # beyond the fused kernel's 512 steps
     "lanes in pieces": ((3000, 400), 0),          # the axis cut into pieces: phases and merges
     "middle": ((4, 19, 33), 1),

@@ -763,11 +763,13 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
     csm_idx block = s1 - s0, pending = 0;                /* pending: steps in the raw sums since a flush */
     const int sums = !last && phase == 1;
     int64_t *counts = c->func == CSM_LOG_SOFTMAX ? s->count : NULL;
-    if (sums && block > CSM_F32_FLUSH) block = CSM_F32_FLUSH;
     char *tile = NULL;
     if (staged) {
         block = CSM_TILE_BYTES / (lanes * es);
         if (block < 1) block = 1;
+    }
+    if (sums && block > CSM_F32_FLUSH) block = CSM_F32_FLUSH;     /* (the raw sums hold that many steps) */
+    if (staged) {
         if (!(tile = csm_scratch(0, (size_t)block * lanes * es * 2))) {
             p->failed = 1;
             return;
@@ -1144,14 +1146,6 @@ int csm_plan_free(csm_plan *p)
     int result = plan_release(p);
     free(p);
     return result;
-}
-
-int csm_run(const csm_call *c, const csm_kernels *kt)
-{
-    csm_plan *p = csm_plan_new(c, kt, 1);
-    if (!p) return -1;
-    csm_job_run_inline(&p->job);
-    return csm_plan_free(p);
 }
 
 /* ------------------------------------------------------------------------------------------ float16 */

@@ -135,10 +135,7 @@ typedef struct {
 struct csm_kernels;
 struct csm_job;
 
-/* Returns 0 on success, -1 when scratch memory could not be allocated (nothing is then promised about out). */
-int csm_run(const csm_call *call, const struct csm_kernels *kernels);
-
-/* The same call cut into tasks for the thread pool (threads.h): csm_plan_new decides the cut (NULL: no memory);
+/* A call cut into tasks for the thread pool (threads.h): csm_plan_new decides the cut (NULL: no memory);
  * run its job inline or in the pool; csm_plan_free returns -1 if a task could not get scratch memory. The call
  * struct must outlive the plan. Results do not depend on the thread count. */
 typedef struct csm_plan csm_plan;
