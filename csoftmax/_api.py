@@ -198,6 +198,8 @@ def _has_internal_overlap(a: np.ndarray) -> Optional[bool]:
 
 
 def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
+    if type(where) is np.ndarray and where.dtype == np.bool_ and where.shape == shape:
+        return where                                     # (the common case, without broadcast_to's cost)
     mask = np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"{name}(): where must be a boolean mask, not {mask.dtype}")
