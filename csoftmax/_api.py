@@ -255,9 +255,7 @@ def _into(out: np.ndarray, *inputs) -> bool:
     for a in inputs:
         if a is None or not np.may_share_memory(out, a):
             continue
-        same = (a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides
-                and a.dtype == out.dtype and a.shape == out.shape)
-        if not same:
+        if not _core.same_view(a, out):
             return False
     return True
 

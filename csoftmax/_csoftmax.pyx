@@ -161,6 +161,18 @@ def empty_like(cnp.ndarray like, dtype):
     return _new_output(like, <cnp.dtype>np.dtype(dtype))
 
 
+def same_view(cnp.ndarray a, cnp.ndarray b):
+    """Whether a and b are the same view of the same memory: data pointer, dtype, shape and strides."""
+    cdef int nd = cnp.PyArray_NDIM(a), d
+    if (nd != cnp.PyArray_NDIM(b) or cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b)
+            or a.dtype != b.dtype):
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(b)[d] or cnp.PyArray_STRIDES(a)[d] != cnp.PyArray_STRIDES(b)[d]:
+            return False
+    return True
+
+
 def output_cache_limit():
     """Bytes of freed result buffers csoftmax keeps for reuse at most."""
     return csm_block_limit()
