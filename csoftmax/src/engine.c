@@ -277,7 +277,7 @@ struct csm_plan {
     csm_idx es;
     int direct[N_OPD];               /* the path's kernels read or write the operand where it is */
     int fused, short_rows;
-    int half;                        /* rows: float16 operands read and written by the rows kernel itself */
+    int half;                        /* rows, backward strips: float16 operands the kernel converts itself */
     int store_e;                     /* runs and streamed lanes keep exp in the output for the last pass */
     csm_idx n_outer, elements;
     csm_idx per_task, tasks_per_outer;   /* rows and lanes: lanes per task (lanes: the panel), tasks per outer */
@@ -715,11 +715,14 @@ static void run_lanes_fused(csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, c
     const layout *L = &p->L;
     const csm_call *c = p->c;
     const csm_idx n = L->axis_len, es = p->es;
-    csm_fused a = {.func = c->func, .n = n};
-    if (p->direct[OPD_IN] && p->direct[OPD_OUT]) {
-        a.x = c->in.data + off[OPD_IN] + l0 * es;
+    csm_fused a = {.func = c->func, .n = n, .half = p->half};
+    if (p->half || (p->direct[OPD_IN] && p->direct[OPD_OUT])) {    /* backward: always half, see plan_init */
+        const csm_idx size = p->half ? 2 : es;
+        a.x = c->in.data + off[OPD_IN] + l0 * size;
         a.xs = L->axis[OPD_IN];
-        a.y = (char *)c->out.data + off[OPD_OUT] + l0 * es;
+        a.g = c->grad.data ? c->grad.data + off[OPD_GRAD] + l0 * size : NULL;
+        a.gs = L->axis[OPD_GRAD];
+        a.y = (char *)c->out.data + off[OPD_OUT] + l0 * size;
         a.ys = L->axis[OPD_OUT];
         a.n_rows = l1 - l0;
         p->k->lanes(&a);
@@ -1083,7 +1086,18 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         const csm_idx lanes = panel < L->n_lanes ? panel : L->n_lanes;
         p->per_task = panel;
         p->tasks_per_outer = (L->n_lanes + panel - 1) / panel;
-        p->fused = !backward && n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]);
+        p->fused = n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]);
+        if (backward && p->fused) {
+            /* backward strips only for float16 operands widened as loaded (half): for operands in the compute
+             * type the streamed lanes are faster (docs/performance.md) */
+            p->half = p->ct == CSM_F32 && p->k->half_rows;
+            for (int o = 0; o < N_OPD && p->half; o++) {
+                const csm_operand *op = operand(c, o);
+                if (op->data && o != OPD_MASK)
+                    p->half = op->dtype == CSM_F16 && !op->swapped && op->aligned && L->lane[o] == 2;
+            }
+            p->fused = p->half;
+        }
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not
              * depend on the panel (their float64 sums merge piece by piece) */

@@ -164,8 +164,9 @@ typedef struct {
     csm_idx ys;
     csm_idx n_rows;              /* rows kernel: rows (xs, gs, ys apart); lanes kernel: lanes (contiguous) */
     csm_idx n;                   /* elements per row / axis steps (xs, gs, ys apart) */
-    int half;                    /* rows kernel, float32: x, g and y are float16 (widened as loaded, rounded as
-                                    stored; the bits of staging them), with n <= CSM_HALF_ROW_MAX */
+    int half;                    /* float32: x, g and y are float16 (widened as loaded, rounded as stored; the
+                                    bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, and the
+                                    lanes kernel's backward functions */
     float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats */
 } csm_fused;
 
