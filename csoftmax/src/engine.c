@@ -625,7 +625,7 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
     if (phase == 0) {
         if (c->func == CSM_SOFTMAX) k->row_max(x, len, s->m, NULL);
         else if (c->func == CSM_LOG_SOFTMAX) k->row_top2(x, len, s->m, s->m2);
-        else k->row_dot(g, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, len, s->dot);
+        else k->row_dot(g, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, len, s->dot, p->half);
     } else if (!last) {
         if (c->func == CSM_SOFTMAX) k->row_exp_sum(x, p->store_e ? y : NULL, len, pt->m, s->hi, s->lo);
         else k->row_log_sum(x, len, pt->m, pt->m2e, s->hi, s->lo, s->count);
@@ -634,7 +634,7 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
         if (c->func == CSM_SOFTMAX && p->store_e) k->row_scale(y, len, pt->a);
         else if (c->func == CSM_SOFTMAX) k->row_exp_scale(x, dest, len, pt->m, pt->a);
         else if (c->func == CSM_LOG_SOFTMAX) k->row_log_out(x, dest, len, pt->m, pt->a, pt->b);
-        else k->row_grad_out(c->func, g, x, dest, len, pt->a);
+        else k->row_grad_out(c->func, g, x, dest, len, pt->a, p->half);
         if (staged_out) {
             csm_strided dst = line(c, OPD_OUT, off[OPD_OUT] + i0 * step[OPD_OUT], step[OPD_OUT]);
             p->kt->stage_out(dest, p->ct, &dst, len);
@@ -803,7 +803,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
         if (phase == 0) {
             if (c->func == CSM_SOFTMAX) k->lanes_max(x, xs, steps, s->m, lanes);
             else if (c->func == CSM_LOG_SOFTMAX) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes);
-            else k->lanes_dot(g, gs, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, xs, steps, s->dot, lanes);
+            else k->lanes_dot(g, gs, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, xs, steps, s->dot, lanes, p->half);
         } else if (sums) {
             if (pending + steps > CSM_F32_FLUSH) {
                 k->lanes_flush(s->raw_hi, s->raw_lo, s->raw_count, pending, s->hi, s->lo, counts, lanes);
@@ -819,7 +819,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
             if (c->func == CSM_SOFTMAX && p->store_e) k->lanes_scale(y, ys, steps, pt->a, lanes);
             else if (c->func == CSM_SOFTMAX) k->lanes_exp_scale(x, xs, dest, ds, steps, pt->m, pt->a, lanes);
             else if (c->func == CSM_LOG_SOFTMAX) k->lanes_log_out(x, xs, dest, ds, steps, pt->m, pt->a, pt->b, lanes);
-            else k->lanes_grad_out(c->func, g, gs, x, xs, dest, ds, steps, pt->a, lanes);
+            else k->lanes_grad_out(c->func, g, gs, x, xs, dest, ds, steps, pt->a, lanes, p->half);
             if (staged_out) unstage_steps(p, off, b0, steps, l, lanes, dest, lanes * es);
         }
     }
@@ -1040,16 +1040,17 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         p->direct[o] = usable(operand(c, o), p->ct, along_axis ? L->axis[o] : L->lane[o]);
     p->direct[OPD_IN] = p->direct[OPD_IN] && !c->negate && !c->mask.data && p->round_to < 0;
     p->pieces = 1;
+    /* float16 operands the kernels can convert themselves: every one float16, native, aligned and contiguous
+     * where the path's vectors run; which paths take them is decided per path below */
+    int f16_direct = p->ct == CSM_F32 && p->k->half_rows && !c->negate && !c->mask.data && p->classes == 1;
+    for (int o = 0; o < N_OPD && f16_direct; o++) {
+        const csm_operand *op = operand(c, o);
+        if (op->data && o != OPD_MASK)
+            f16_direct = op->dtype == CSM_F16 && !op->swapped && op->aligned && (along_axis ? L->axis[o] : L->lane[o]) == 2;
+    }
 
     if (p->path == PATH_ROWS) {
-        /* float16 rows the kernel converts itself: every operand float16, native, along a contiguous axis */
-        p->half = p->ct == CSM_F32 && p->k->half_rows && n > CSM_SHORT_ROW_MAX && n <= CSM_HALF_ROW_MAX &&
-                  !c->negate && !c->mask.data;
-        for (int o = 0; o < N_OPD && p->half; o++) {
-            const csm_operand *op = operand(c, o);
-            if (op->data && o != OPD_MASK)
-                p->half = op->dtype == CSM_F16 && !op->swapped && op->aligned && L->axis[o] == 2;
-        }
+        p->half = f16_direct && n > CSM_SHORT_ROW_MAX && n <= CSM_HALF_ROW_MAX;
         const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
         p->short_rows = n <= CSM_SHORT_ROW_MAX;
         for (int o = 0; o < N_OPD; o++)
@@ -1061,6 +1062,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         p->tasks_per_outer = (L->n_lanes + per_task - 1) / per_task;
     } else if (p->path == PATH_RUNS) {
         p->run_len = n * p->classes;
+        p->half = backward && f16_direct;              /* the backward passes convert float16 themselves */
+        if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         p->units = p->n_outer * (p->classes == 1 ? L->n_lanes : 1);
         /* small pieces when the pool needs more tasks than runs, and for the backward functions whatever the
          * thread count (their float64 sums merge piece by piece) */
@@ -1086,18 +1089,12 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         const csm_idx lanes = panel < L->n_lanes ? panel : L->n_lanes;
         p->per_task = panel;
         p->tasks_per_outer = (L->n_lanes + panel - 1) / panel;
-        p->fused = n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]);
-        if (backward && p->fused) {
-            /* backward strips only for float16 operands widened as loaded (half): for operands in the compute
-             * type the streamed lanes are faster (docs/performance.md) */
-            p->half = p->ct == CSM_F32 && p->k->half_rows;
-            for (int o = 0; o < N_OPD && p->half; o++) {
-                const csm_operand *op = operand(c, o);
-                if (op->data && o != OPD_MASK)
-                    p->half = op->dtype == CSM_F16 && !op->swapped && op->aligned && L->lane[o] == 2;
-            }
-            p->fused = p->half;
-        }
+        p->half = backward && f16_direct;              /* the backward strips and passes convert float16 */
+        if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
+        /* the backward strips only for float16 on short axes: elsewhere the streamed lanes are faster
+         * (docs/performance.md) */
+        p->fused = n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]) &&
+                   (!backward || (p->half && n <= CSM_LANES_BACKWARD_FUSED_MAX));
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not
              * depend on the panel (their float64 sums merge piece by piece) */

@@ -54,6 +54,9 @@ typedef ptrdiff_t csm_idx;            /* element counts and byte strides: 64-bit
 #define CSM_SHORT_GROUPS 4
 /* The fused lanes kernel walks axes of at most this many steps (its float32 sums flush once). */
 #define CSM_LANES_FUSED_MAX CSM_F32_FLUSH
+/* The backward functions' fused lane strips (float16 only) walk axes of at most this many steps; longer ones
+ * stream faster (tuned). */
+#define CSM_LANES_BACKWARD_FUSED_MAX 3
 /* Lanes walked together by the streamed lanes passes: 16-32 KB per axis step; per-lane state below 200 KB. */
 #define CSM_LANES_PANEL 4096
 /* Pieces of runs when the pool needs more tasks than there are runs, and always for the backward functions (their
@@ -182,7 +185,8 @@ typedef struct {
  */
 typedef struct {
     int width;                   /* elements per vector */
-    int half_rows;               /* the rows kernel takes float16 rows (csm_fused.half): vector conversions */
+    int half_rows;               /* the kernels take float16 operands (csm_fused.half, the backward passes' half):
+                                  * vector conversions */
     /* fused: the whole function, state in registers (rows: n * sizeof(T) <= CSM_FUSED_ROW_BYTES; lanes: n <=
      * CSM_LANES_FUSED_MAX) */
     void (*rows)(const csm_fused *a);
@@ -201,8 +205,9 @@ typedef struct {
     void (*row_log_sum)(const void *x, csm_idx n, const void *m, const void *m2, int64_t *hi, int64_t *lo,
                         int64_t *count);
     void (*row_log_out)(const void *x, void *y, csm_idx n, const void *m, const void *log_hi, const void *log_lo);
-    void (*row_dot)(const void *g, const void *y, csm_idx n, double *acc);              /* y NULL: sum of g */
-    void (*row_grad_out)(int func, const void *g, const void *y, void *out, csm_idx n, const void *s);
+    /* the backward passes: y NULL: the sum of g; half: g, y and out float16 (only where half_rows) */
+    void (*row_dot)(const void *g, const void *y, csm_idx n, double *acc, int half);
+    void (*row_grad_out)(int func, const void *g, const void *y, void *out, csm_idx n, const void *s, int half);
 
     /* lanes passes. The sums go to raw per-lane parts (8 bytes per lane, arrays rounded up to whole vectors,
      * zeroed), at most CSM_F32_FLUSH steps between lanes_flush calls, which add them to the int64 sums (and the raw
@@ -221,9 +226,9 @@ typedef struct {
     void (*lanes_log_out)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
                           const void *log_hi, const void *log_lo, csm_idx n_lanes);
     void (*lanes_dot)(const char *g, csm_idx gs, const char *y, csm_idx ys, csm_idx steps, double *acc,
-                      csm_idx n_lanes);
+                      csm_idx n_lanes, int half);
     void (*lanes_grad_out)(int func, const char *g, csm_idx gs, const char *y, csm_idx ys, char *out, csm_idx os,
-                           csm_idx steps, const void *s, csm_idx n_lanes);
+                           csm_idx steps, const void *s, csm_idx n_lanes, int half);
 
     /* log S per row or lane from merged state, n at once, vectorised (never a C library call per row): split into
      * T parts (log_hi + log_lo; float64: log_lo 0), NaN where m is not finite; m2 the largest entry below m */
