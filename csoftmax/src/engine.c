@@ -277,7 +277,7 @@ struct csm_plan {
     csm_idx es;
     int direct[N_OPD];               /* the path's kernels read or write the operand where it is */
     int fused, short_rows;
-    int half;                        /* rows, backward strips: float16 operands the kernel converts itself */
+    int half;                        /* float16 operands the kernels convert themselves (see plan_init) */
     int store_e;                     /* runs and streamed lanes keep exp in the output for the last pass */
     csm_idx n_outer, elements;
     csm_idx per_task, tasks_per_outer;   /* rows and lanes: lanes per task (lanes: the panel), tasks per outer */
@@ -1046,7 +1046,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     for (int o = 0; o < N_OPD && f16_direct; o++) {
         const csm_operand *op = operand(c, o);
         if (op->data && o != OPD_MASK)
-            f16_direct = op->dtype == CSM_F16 && !op->swapped && op->aligned && (along_axis ? L->axis[o] : L->lane[o]) == 2;
+            f16_direct = op->dtype == CSM_F16 && !op->swapped && op->aligned &&
+                         (along_axis ? L->axis[o] : L->lane[o]) == 2;
     }
 
     if (p->path == PATH_ROWS) {
