@@ -16,6 +16,7 @@
 #define CSM_FNMA_F64(a, b, c) ((vd)_mm256_fnmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
 #define CSM_ANY
 #define CSM_WIDEN
+#define CSM_NARROW
 #define CSM_ANY_LESS
 #define CSM_GATHER
 #define CSM_MAX_NUM
@@ -97,6 +98,10 @@ static inline int vl_any_andnot(vl lanes, vl except) { return !_mm256_testc_si25
 static inline int vl_any(vl m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
 static inline vd vf_lo_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)v)); }
 static inline vd vf_hi_to_vd(vf v) { return (vd)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)v, 1)); }
+static inline vf vd_pair_to_vf(vd lo, vd hi)
+{
+    return (vf)_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps((__m256d)lo)), _mm256_cvtpd_ps((__m256d)hi), 1);
+}
 
 /* F16C converts 8 halves per instruction, with round-to-nearest-even on the way down as the scalar code does. */
 #define CSM_F16_BLOCK_CONVERT

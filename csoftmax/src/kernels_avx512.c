@@ -17,6 +17,7 @@
 #define CSM_FNMA_F64(a, b, c) ((vd)_mm512_fnmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
 #define CSM_ANY
 #define CSM_WIDEN
+#define CSM_NARROW
 #define CSM_ANY_LESS
 #define CSM_GATHER
 #define CSM_MAX_NUM
@@ -72,6 +73,12 @@ static inline vd vf_lo_to_vd(vf v) { return (vd)_mm512_cvtps_pd(_mm512_castps512
 static inline vd vf_hi_to_vd(vf v)
 {
     return (vd)_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)v), 1)));
+}
+static inline vf vd_pair_to_vf(vd lo, vd hi)
+{
+    __m512d joined = _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps((__m512d)lo))),
+                                        _mm256_castps_pd(_mm512_cvtpd_ps((__m512d)hi)), 1);
+    return (vf)_mm512_castpd_ps(joined);
 }
 
 #define CSM_F16_BLOCK_CONVERT

@@ -10,6 +10,7 @@
 #include <emmintrin.h>
 #define CSM_MAX_NUM
 #define CSM_ANY_NAN2
+#define CSM_NARROW
 #include "simd_vec.h"
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm_max_ps((__m128)x, (__m128)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm_max_pd((__m128d)x, (__m128d)acc); }
@@ -17,6 +18,7 @@ static inline vf vf_min_num(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m1
 static inline vd vd_min_num(vd a, vd b) { return (vd)_mm_min_pd((__m128d)a, (__m128d)b); }
 static inline int any_nan2_f32(vf a, vf b) { return _mm_movemask_ps(_mm_cmpunord_ps((__m128)a, (__m128)b)); }
 static inline int any_nan2_f64(vd a, vd b) { return _mm_movemask_pd(_mm_cmpunord_pd((__m128d)a, (__m128d)b)); }
+static inline vf vd_pair_to_vf(vd lo, vd hi) { return (vf)_mm_movelh_ps(_mm_cvtpd_ps((__m128d)lo), _mm_cvtpd_ps((__m128d)hi)); }
 #else
 #include "simd_vec.h"
 #endif

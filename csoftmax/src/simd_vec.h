@@ -174,4 +174,18 @@ static inline vd vf_hi_to_vd(vf v)
 }
 #endif
 
+/* Two double vectors rounded to float and joined, lo's lanes first: the inverse of the widening above. The fallback
+ * goes through memory; the instruction-set files join in registers, which keeps the result's load from waiting on
+ * two narrower stores. */
+#ifndef CSM_NARROW
+static inline vf vd_pair_to_vf(vd lo, vd hi)
+{
+    vf_half a = __builtin_convertvector(lo, vf_half), b = __builtin_convertvector(hi, vf_half);
+    vf v;
+    memcpy(&v, &a, sizeof a);
+    memcpy((char *)&v + sizeof a, &b, sizeof b);
+    return v;
+}
+#endif
+
 #endif
