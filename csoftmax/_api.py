@@ -382,7 +382,20 @@ def log_softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -
     return _backward("log_softmax_backward", _core.OP_LOG_SOFTMAX_BACKWARD, grad, output, dim, out)
 
 
-class _DimModule:
+class _Module:
+    """Calling a module runs its ``forward``, as in torch. The package's classes define a ``__call__`` that skips the
+    extra method call; a subclass that overrides ``forward`` (and not ``__call__``) gets one that calls it."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
+            cls.__call__ = _Module.__call__
+
+    def __call__(self, input: Any) -> np.ndarray:
+        return self.forward(input)
+
+
+class _DimModule(_Module):
     """torch.nn-style module: attribute ``dim``, ``forward`` and calling apply the function, ``repr`` like torch's,
     pickles (a state without ``dim`` unpickles as ``dim=None``)."""
 
@@ -428,7 +441,7 @@ class Softmin(_DimModule):
     _function = staticmethod(softmin)
 
 
-class Softmax2d:
+class Softmax2d(_Module):
     """Softmax over the channel dimension (-3) of 3-D (C, H, W) or 4-D (N, C, H, W) input, as
     ``torch.nn.Softmax2d``."""
 

@@ -156,6 +156,23 @@ def test_family_classes_behave_like_torch_modules(cls, torch_cls):
     np.testing.assert_allclose(clone(x), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax", "Softmin", "Softmax2d"])
+def test_calling_a_subclass_runs_its_forward_override_as_torch_does(name):
+    def with_forward_override(base):
+        class Shifted(base):
+            def forward(self, input):
+                return 2 * super().forward(input) + 1
+        return Shifted
+
+    x = RNG.standard_normal((2, 3, 4))
+    args = () if name == "Softmax2d" else (1,)
+    ours = with_forward_override(getattr(csoftmax, name))(*args)
+    theirs = with_forward_override(getattr(torch.nn, name))(*args)
+    expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours(x), expected, rtol=1e-12)
+    np.testing.assert_allclose(ours.forward(x), expected, rtol=1e-12)
+
+
 def test_softmax2d_normalises_channels_and_rejects_other_ranks_with_torchs_message():
     x = RNG.standard_normal((2, 3, 4, 5))
     np.testing.assert_allclose(csoftmax.Softmax2d()(x), torch.nn.Softmax2d()(torch.from_numpy(x)).numpy(),
