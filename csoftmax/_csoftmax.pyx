@@ -6,9 +6,11 @@ ndarray pair into the C contract of src/softmax.h (data pointers, shape, byte st
 driver with the GIL released. It holds the active kernel table, chosen by dispatch.c at import.
 """
 cimport numpy as cnp
+import operator
+
 import numpy as np
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport uint16_t, uintptr_t
+from libc.stdint cimport SIZE_MAX, uint16_t, uintptr_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cnp.import_array()
@@ -29,6 +31,7 @@ cdef extern from "src/softmax.h" nogil:
         CSM_LOG_SOFTMAX
         CSM_SOFTMAX_BACKWARD
         CSM_LOG_SOFTMAX_BACKWARD
+        CSM_MAX_WORKERS
     ctypedef struct csm_type_kernels:
         int width
         void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv) noexcept nogil
@@ -178,8 +181,13 @@ def output_cache_limit():
     return csm_block_limit()
 
 
-def set_output_cache_limit(size_t limit):
-    csm_block_set_limit(limit)
+def set_output_cache_limit(limit):
+    """Sets the bytes of freed result buffers kept for reuse: limit >= 0 (else ValueError); a limit beyond size_t
+    keeps as much as SIZE_MAX does (everything that fits the buffer count)."""
+    limit = operator.index(limit)
+    if limit < 0:
+        raise ValueError(f"set_output_cache(): max_bytes must be >= 0, not {limit}")
+    csm_block_set_limit(min(limit, SIZE_MAX))
 
 
 def output_cache_bytes():
@@ -285,11 +293,16 @@ def get_num_threads():
     return csm_get_num_threads()
 
 
-def set_num_threads(int n):
-    """Sets the threads csoftmax uses for large arrays (at least 1)."""
+# The most threads a call can use: the calling thread and the pool's CSM_MAX_WORKERS workers.
+MAX_THREADS = CSM_MAX_WORKERS + 1
+
+
+def set_num_threads(n):
+    """Sets the threads csoftmax uses for large arrays: n >= 1 (else ValueError); above MAX_THREADS, MAX_THREADS."""
+    n = operator.index(n)
     if n < 1:
-        raise ValueError(f"set_num_threads: n must be at least 1, not {n}")
-    csm_set_num_threads(n)
+        raise ValueError(f"set_num_threads(): n must be at least 1, not {n}")
+    csm_set_num_threads(min(n, MAX_THREADS))
 
 
 def default_num_threads():

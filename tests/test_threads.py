@@ -114,6 +114,69 @@ def test_environment_variable_sets_the_thread_count():
     assert out.stdout.strip() == "3"
 
 
+def _import_with(**variables):
+    """(stdout, stderr) of a child that imports csoftmax with these environment variables (warnings shown) and
+    prints its thread count and output cache limit."""
+    env = {k: v for k, v in CHILD_ENV.items() if k not in ("CSOFTMAX_NUM_THREADS", "OMP_NUM_THREADS")}
+    env.update(variables)
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import csoftmax; from csoftmax import _core\n"
+            "print(csoftmax.get_num_threads(), _core.output_cache_limit())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(__file__), timeout=60)
+    assert out.returncode == 0, out.stderr
+    threads, cache = out.stdout.split()
+    return int(threads), int(cache), out.stderr
+
+
+# the count a child gets when no variable sets one
+DEFAULT_THREADS = _core.default_num_threads()
+
+
+@pytest.mark.parametrize("variables,threads,warning", [
+    ({"OMP_NUM_THREADS": "3"}, 3, None),
+    ({"OMP_NUM_THREADS": "4,2"}, 4, None),               # one count per nesting level: the pool is the first
+    ({"OMP_NUM_THREADS": "0"}, DEFAULT_THREADS, "OMP_NUM_THREADS='0' is not a positive integer"),
+    ({"OMP_NUM_THREADS": "lots"}, DEFAULT_THREADS, "OMP_NUM_THREADS='lots' is not a positive integer"),
+    ({"CSOFTMAX_NUM_THREADS": "2", "OMP_NUM_THREADS": "3"}, 2, None),
+    ({"CSOFTMAX_NUM_THREADS": "0"}, DEFAULT_THREADS, "CSOFTMAX_NUM_THREADS='0' is not a positive integer"),
+    ({"CSOFTMAX_NUM_THREADS": "99999999999"}, 257, None),       # more than the pool can run: its maximum
+])
+def test_thread_count_variables_at_import_never_fail_and_name_the_variable(variables, threads, warning):
+    got, _, stderr = _import_with(**variables)
+    assert got == threads
+    if warning is None:
+        assert "Warning" not in stderr, stderr
+    else:
+        assert "RuntimeWarning" in stderr and warning in stderr, stderr
+
+
+@pytest.mark.parametrize("value,limit,warning", [
+    ("12345", 12345, None),
+    ("18446744073709551616", 2**64 - 1, None),            # beyond size_t: keep everything, as 2**64 - 1 does
+    ("-1", 256 << 20, "CSOFTMAX_OUTPUT_CACHE='-1' is not a byte count >= 0"),
+])
+def test_output_cache_variable_at_import_never_fails(value, limit, warning):
+    _, got, stderr = _import_with(CSOFTMAX_OUTPUT_CACHE=value)
+    assert got == limit
+    if warning is None:
+        assert "Warning" not in stderr, stderr
+    else:
+        assert "RuntimeWarning" in stderr and warning in stderr, stderr
+
+
+def test_setters_clamp_values_beyond_what_the_pool_or_memory_can_hold(restore_threads):
+    csoftmax.set_num_threads(10**20)
+    assert csoftmax.get_num_threads() == 257              # the caller and the pool's 256 workers
+    csoftmax.set_num_threads(300)
+    assert csoftmax.get_num_threads() == 257
+    previous = csoftmax.set_output_cache(2**70)
+    try:
+        assert _core.output_cache_limit() == 2**64 - 1
+    finally:
+        csoftmax.set_output_cache(previous)
+
+
 def test_threadpoolctl_lists_and_limits_the_pool(restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     csoftmax.set_num_threads(2)

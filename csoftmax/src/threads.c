@@ -276,13 +276,14 @@ void csm_job_run_inline(csm_job *job)
 /* The thread count for csoftmax's jobs; exported (not static) so that threadpoolctl can read and set it. */
 static int num_threads = 0;
 
+/* Clamped to [1, the caller and CSM_MAX_WORKERS]: threadpoolctl calls this directly. */
+void csm_set_num_threads(int n) { num_threads = n < 1 ? 1 : n > CSM_MAX_WORKERS + 1 ? CSM_MAX_WORKERS + 1 : n; }
+
 int csm_get_num_threads(void)
 {
-    if (num_threads <= 0) num_threads = csm_default_threads();
+    if (num_threads <= 0) csm_set_num_threads(csm_default_threads());
     return num_threads;
 }
-
-void csm_set_num_threads(int n) { num_threads = n < 1 ? 1 : n; }
 
 /* CPUs this process may run on, lowered by a cgroup v2 CPU quota (containers), at least 1. */
 int csm_default_threads(void)
