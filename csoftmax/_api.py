@@ -55,7 +55,7 @@ def _normalize_dim(name: str, dim: Any, ndim: int) -> int:
     low, high = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
     if not low <= dim <= high:
         raise AxisError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
-    return dim + ndim if dim < 0 else dim
+    return dim % ndim if ndim else 0                     # (0-d: -1 and 0 name the same single position)
 
 
 def _result_dtype(name: str, x: np.ndarray, dtype: Any) -> np.dtype:
@@ -111,12 +111,15 @@ def _no_none(name: str):
 
 
 def _as_array(name: str, input: Any) -> np.ndarray:
+    """np.asarray(input), with NumPy's message for ragged nested sequences replaced by one that says what to pass.
+    Only NumPy's own error counts as raggedness: one raised inside the input's code (an ``__array__`` that fails,
+    whatever its words) has a frame below this one and propagates unchanged."""
     try:
         return np.asarray(input)
     except ValueError as exc:
-        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+        if "inhomogeneous" in str(exc) and exc.__traceback__.tb_next is None:
             raise ValueError(f"{name}(): the input is ragged (nested sequences of different lengths); pass a "
-                             "rectangular array, or pad the rows (with -inf for entries that take no part)") from None
+                             "rectangular array, or pad the rows (with -inf for entries that take no part)") from exc
         raise
 
 
@@ -334,8 +337,10 @@ def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None,
 def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) -> np.ndarray:
     """The fused backward kernel on (grad, output): the two are brought to one layout and dtype (copies only when
     they differ), tuple dims are merged into one axis, and the result lands in out or a new array."""
-    g = np.asarray(grad)
-    y = np.asarray(output)
+    if dim is None:
+        raise TypeError(f"{name}(): dim is required (an int or a tuple of ints, the forward call's dim)")
+    g = _as_array(name, grad)
+    y = _as_array(name, output)
     if g.shape != y.shape:
         raise ValueError(f"{name}(): grad has shape {g.shape}, output has shape {y.shape}; they must match")
     if y.dtype.type not in _FLOAT_TYPES:
@@ -359,8 +364,9 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
 
 def softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np.ndarray:
     """Gradient of softmax: ``output * (grad - sum(grad * output, dim))``, as torch's autograd gives for
-    ``y = softmax(x, dim)`` and upstream gradient ``grad``; ``dim`` as in :func:`softmax` (a tuple too). One fused
-    kernel (the sum accumulates in float64); the result has output's dtype, or is written to ``out``.
+    ``y = softmax(x, dim)`` and upstream gradient ``grad``; ``dim`` as in :func:`softmax` (a tuple too), but required:
+    ``None`` is a TypeError, as torch's backward has no implicit choice. One fused kernel (the sum accumulates in
+    float64); the result has output's dtype, or is written to ``out``.
 
     >>> import numpy as np, csoftmax
     >>> y = csoftmax.softmax(np.array([1.0, 2.0, 3.0]), dim=0)
@@ -446,7 +452,7 @@ class Softmax2d(_Module):
     ``torch.nn.Softmax2d``."""
 
     def forward(self, input: Any) -> np.ndarray:
-        x = input if isinstance(input, np.ndarray) else np.asarray(input)
+        x = input if isinstance(input, np.ndarray) else _as_array("Softmax2d", input)
         if x.ndim not in (3, 4):
             raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {x.ndim}D instead")
         return softmax(x, -3)

@@ -2,6 +2,7 @@
 the classes, out=, where=, tuple dims and the backward functions."""
 import os
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -328,6 +329,25 @@ def test_tuple_dim_with_duplicates_or_out_of_range_is_an_axis_error():
             csoftmax.softmax(x, dims)
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_tuple_dims_on_0d_input_follow_the_int_rules(name):
+    # 0 and -1 both name a 0-d array's one "dimension" (as int dims they give torch's result for 0-d input)
+    from numpy.exceptions import AxisError
+    fn = getattr(csoftmax, name)
+    x = np.array(0.5)
+    expected = getattr(F, name)(torch.tensor(0.5, dtype=torch.float64), dim=0).numpy()
+    for dims in ((0,), (-1,)):
+        np.testing.assert_array_equal(fn(x, dims), expected)
+    with pytest.raises(AxisError) as one_d:
+        fn(np.ones(2), (0, -1))
+    for dims in ((0, -1), (-1, 0)):
+        with pytest.raises(AxisError) as zero_d:
+            fn(x, dims)
+        assert str(zero_d.value) == str(one_d.value).replace("(0, -1)", str(dims))
+    with pytest.raises(AxisError, match=re.escape("[-1, 0], but got 1")):
+        fn(x, (0, 1))
+
+
 # ---------------------------------------------------------------------------------------------------- backward
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
@@ -462,6 +482,42 @@ def test_a_masked_arrays_mask_works_as_where():
 def test_a_ragged_list_is_a_value_error_that_says_what_to_pass():
     with pytest.raises(ValueError, match="rectangular"):
         csoftmax.log_softmax([[1.0, 2.0], [3.0]], 0)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_backward_functions_require_a_dim_as_torch_does(name):
+    # (torch's aten::_softmax_backward_data declares dim as int, with no default and no None)
+    y = csoftmax.softmax(np.ones((2, 3)), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # not the forward's implicit-dim warning: an error
+        with pytest.raises(TypeError, match=re.escape(f"{name}(): dim is required")):
+            getattr(csoftmax, name)(np.ones((2, 3)), y, None)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_a_ragged_list_to_a_backward_function_gets_the_forwards_message(name):
+    ragged = [[1.0, 2.0], [3.0]]
+    with pytest.raises(ValueError) as forward:
+        csoftmax.softmax(ragged, 0)
+    expected = str(forward.value).replace("softmax()", f"{name}()")
+    for grad, output in ((ragged, np.ones((2, 2))), (np.ones((2, 2)), ragged)):
+        with pytest.raises(ValueError) as backward:
+            getattr(csoftmax, name)(grad, output, 0)
+        assert str(backward.value) == expected
+
+
+class _BrokenArray:
+    """An array-like whose conversion fails for its own reason, in words that mention a sequence."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise ValueError("sequence number 7 of the device buffer is stale")
+
+
+@pytest.mark.parametrize("call", [lambda a: csoftmax.softmax(a, 0), lambda a: csoftmax.log_softmax(a, 0),
+                                  lambda a: csoftmax.softmax_backward(a, np.ones(2), 0)])
+def test_an_array_like_whose_conversion_fails_keeps_its_own_error(call):
+    with pytest.raises(ValueError, match="^sequence number 7 of the device buffer is stale$"):
+        call(_BrokenArray())
 
 
 def test_the_docstring_examples_give_what_they_show():
