@@ -203,7 +203,8 @@ def _has_internal_overlap(a: np.ndarray) -> Optional[bool]:
 def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
     if type(where) is np.ndarray and where.dtype == np.bool_ and where.shape == shape:
         return where                                     # (the common case, without broadcast_to's cost)
-    mask = np.asarray(where)
+    # a masked entry of a masked-array mask is not known to take part: it takes none, as False
+    mask = where.filled(False) if isinstance(where, np.ma.MaskedArray) else np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"{name}(): where must be a boolean mask, not {mask.dtype}")
     try:
@@ -343,6 +344,13 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
     y = _as_array(name, output)
     if g.shape != y.shape:
         raise ValueError(f"{name}(): grad has shape {g.shape}, output has shape {y.shape}; they must match")
+    hidden = None
+    if isinstance(grad, np.ma.MaskedArray) or isinstance(output, np.ma.MaskedArray):
+        # entries masked in either take no part, as where=False in the forward call: they add nothing to the row
+        # sums (grad 0; output 0, or -inf for log_softmax, whose exp is 0) and their gradient is 0
+        hidden = np.ma.getmaskarray(grad) | np.ma.getmaskarray(output)
+        g = np.where(hidden, 0, g)
+        y = np.where(hidden, -np.inf if op == _core.OP_LOG_SOFTMAX_BACKWARD else 0, y)
     if y.dtype.type not in _FLOAT_TYPES:
         raise TypeError(f"{name}(): output must be float16, float32 or float64 (a softmax result), not {y.dtype}")
     if g.dtype.kind not in "biuf":
@@ -354,19 +362,23 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
     if g.dtype.type not in _FLOAT_TYPES:
         g = quiet_cast(g, result_dtype)                 # integers and bools; floats convert in the engine
     if out is not None and _into(out, y, g):
-        return _compute(y, axes, result_dtype, op, False, grad=g, out=out)
-    result = _compute(y, axes, result_dtype, op, False, grad=g)
-    if out is None:
-        return result
-    np.copyto(out, result)
-    return out
+        result = _compute(y, axes, result_dtype, op, False, grad=g, out=out)
+    else:
+        result = _compute(y, axes, result_dtype, op, False, grad=g)
+        if out is not None:
+            np.copyto(out, result)
+            result = out
+    if hidden is not None:
+        np.copyto(result, 0, where=hidden)             # (also where a row's sum is not finite)
+    return result
 
 
 def softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np.ndarray:
     """Gradient of softmax: ``output * (grad - sum(grad * output, dim))``, as torch's autograd gives for
     ``y = softmax(x, dim)`` and upstream gradient ``grad``; ``dim`` as in :func:`softmax` (a tuple too), but required:
     ``None`` is a TypeError, as torch's backward has no implicit choice. One fused kernel (the sum accumulates in
-    float64); the result has output's dtype, or is written to ``out``.
+    float64); the result has output's dtype, or is written to ``out``. Entries masked in a ``numpy.ma.MaskedArray``
+    grad or output take no part, as ``where=False`` did in the forward call: their gradient is 0.
 
     >>> import numpy as np, csoftmax
     >>> y = csoftmax.softmax(np.array([1.0, 2.0, 3.0]), dim=0)

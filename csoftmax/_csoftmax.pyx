@@ -326,7 +326,8 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
     ----------
     input : array_like
         Any shape, any strides (transposed, sliced, negative, broadcast, byte-swapped, read-only); never modified
-        and never copied whole. float16 is computed in float32; integers and bools become float64.
+        and never copied whole. float16 is computed in float32; integers and bools become float64. The masked
+        entries of a ``numpy.ma.MaskedArray`` act as ``where=False``.
     dim : int, optional
         The dimension that sums to one; negative counts from the end. ``None`` is torch's deprecated implicit
         choice (0 for 0-, 1- and 3-d input, else 1) and warns.
@@ -339,7 +340,8 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
         itself. A wrong shape (ValueError) or dtype (TypeError), or elements that share memory (ValueError), are
         refused before anything is written.
     where : array_like of bool, optional
-        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0.
+        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0. The
+        masked entries of a masked-array ``where`` count as False.
 
     ``dim`` may also be a tuple of ints: the entries of each slice over those dimensions sum to one together.
 

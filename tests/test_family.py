@@ -479,6 +479,55 @@ def test_a_masked_arrays_mask_works_as_where():
     assert type(got) is np.ndarray and got[0, 1] == 0 and np.all(got[2] == 0)
 
 
+def _rows_over_shown(x, shown):
+    """float64 softmax of each row of 2-d x over its shown entries (0 elsewhere), written out in NumPy."""
+    e = np.where(shown, np.exp(x - np.max(np.where(shown, x, -np.inf), axis=1, keepdims=True)), 0.0)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_a_masked_where_counts_its_masked_entries_as_false():
+    x = RNG.standard_normal((3, 5))
+    given = np.ones((3, 5), bool)
+    given[0, 0] = False
+    unknown = np.zeros((3, 5), bool)
+    unknown[0, 1] = unknown[1, :2] = unknown[2, 4] = True     # masked entries of where=: not known to take part
+    where = np.ma.masked_array(given, mask=unknown)
+    shown = given & ~unknown
+    np.testing.assert_allclose(csoftmax.softmax(x, 1, where=where), _rows_over_shown(x, shown), rtol=1e-14)
+    with np.errstate(divide="ignore"):
+        log_p = np.log(_rows_over_shown(x, shown))              # (-inf where not shown)
+    np.testing.assert_array_equal(csoftmax.log_softmax(x, 1, where=where) == -np.inf, ~shown)
+    np.testing.assert_allclose(csoftmax.log_softmax(x, 1, where=where)[shown], log_p[shown], rtol=1e-13)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_masked_gradients_and_outputs_take_no_part_in_the_backward_functions(log):
+    # the gradient of the forward call with where=shown: masked entries get 0 and add nothing to the row sums,
+    # whatever values lie under the mask
+    x = RNG.standard_normal((3, 6))
+    g = RNG.standard_normal((3, 6))
+    hidden_g = np.zeros((3, 6), bool)
+    hidden_y = np.zeros((3, 6), bool)
+    hidden_g[0, 1] = hidden_g[2, 3] = True
+    hidden_y[1, 0] = hidden_y[2, 5] = True
+    shown = ~(hidden_g | hidden_y)
+    p = _rows_over_shown(x, shown)
+    gs = np.where(shown, g, 0.0)
+    if log:
+        expected = np.where(shown, gs - p * gs.sum(axis=1, keepdims=True), 0.0)
+        with np.errstate(divide="ignore"):
+            y = np.log(p)
+    else:
+        expected = p * (gs - (gs * p).sum(axis=1, keepdims=True))
+        y = p.copy()
+    grad = np.ma.masked_array(np.where(hidden_g, 1e300, g), mask=hidden_g)      # garbage under the masks
+    output = np.ma.masked_array(np.where(hidden_y, np.nan, y), mask=hidden_y)
+    backward = csoftmax.log_softmax_backward if log else csoftmax.softmax_backward
+    got = backward(grad, output, 1)
+    assert type(got) is np.ndarray and np.all(got[~shown] == 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
 def test_a_ragged_list_is_a_value_error_that_says_what_to_pass():
     with pytest.raises(ValueError, match="rectangular"):
         csoftmax.log_softmax([[1.0, 2.0], [3.0]], 0)
