@@ -78,6 +78,7 @@ cdef extern from "src/threads.h" nogil:
     int csm_default_threads()
     int csm_get_num_threads()
     void csm_set_num_threads(int n)
+    void csm_pool_state(int *workers, int *parked)
 
 cdef extern from "src/blocks.h" nogil:
     void *csm_block_get(size_t *size)
@@ -303,6 +304,13 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"set_num_threads(): n must be at least 1, not {n}")
     csm_set_num_threads(min(n, MAX_THREADS))
+
+
+def pool_state():
+    """(workers created, workers parked): the parked ones sleep until a call uses more threads than the last one."""
+    cdef int workers, parked
+    csm_pool_state(&workers, &parked)
+    return workers, parked
 
 
 def default_num_threads():

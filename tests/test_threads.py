@@ -177,6 +177,39 @@ def test_setters_clamp_values_beyond_what_the_pool_or_memory_can_hold(restore_th
         csoftmax.set_output_cache(previous)
 
 
+def _wait_for_parked(count, deadline_s=60.0):
+    """The pool's (workers, parked) once `count` workers are parked (workers park asynchronously, when they next
+    look at the pool), or the last state seen at the deadline."""
+    import time
+    end = time.monotonic() + deadline_s
+    while True:
+        state = _core.pool_state()
+        if state[1] == count or time.monotonic() > end:
+            return state
+        time.sleep(0.01)
+
+
+def test_lowering_the_thread_count_parks_the_surplus_workers(restore_threads):
+    # after a call on 8 threads, a call on 3 leaves only its 2 workers awake: the other 5 sleep and no later call
+    # wakes them, until a call uses more threads again
+    x = np.random.default_rng(3).standard_normal((512, 1024)).astype(np.float32)
+    expected = csoftmax.softmax(x, 1)
+    csoftmax.set_num_threads(8)
+    csoftmax.softmax(x, 1)
+    workers = _core.pool_state()[0]
+    assert workers >= 7
+    csoftmax.set_num_threads(3)
+    for _ in range(3):
+        np.testing.assert_array_equal(csoftmax.softmax(x, 1), expected)
+    assert _wait_for_parked(workers - 2) == (workers, workers - 2)
+    csoftmax.set_num_threads(2)
+    np.testing.assert_array_equal(csoftmax.softmax(x, 1), expected)
+    assert _wait_for_parked(workers - 1) == (workers, workers - 1)
+    csoftmax.set_num_threads(8)
+    np.testing.assert_array_equal(csoftmax.softmax(x, 1), expected)
+    assert _wait_for_parked(workers - 7) == (workers, workers - 7)
+
+
 def test_threadpoolctl_lists_and_limits_the_pool(restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     csoftmax.set_num_threads(2)
