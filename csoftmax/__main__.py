@@ -128,7 +128,7 @@ def _check_magic(in_path: str) -> None:
         raise UsageError(f"cannot read {in_path}: {exc.strerror or exc}") from None
     if not magic:
         raise UsageError(f"{in_path} is empty, not a .npy file")
-    if magic.startswith(b"PK"):
+    if magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):                # a zip file (np.load's test too)
         raise UsageError(f"{in_path} is an .npz archive, not a single .npy array")
     if magic != _NPY_MAGIC:
         raise UsageError(f"{in_path} is not a .npy file")

@@ -52,6 +52,13 @@ def test_a_file_that_is_not_npy_is_reported_as_such(tmp_path, capsys, content):
     assert _error_line(capsys) == f"csoftmax: error: {tmp_path / 'in.txt'} is not a .npy file\n"
 
 
+def test_an_npz_archive_is_reported_as_such(tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", a=np.ones(3))
+    assert cli.main([str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npy")]) == 2
+    expected = f"csoftmax: error: {tmp_path / 'in.npz'} is an .npz archive, not a single .npy array\n"
+    assert _error_line(capsys) == expected
+
+
 def test_the_output_file_mode_follows_the_umask_as_np_save_does(tmp_path):
     np.save(tmp_path / "in.npy", np.ones(3))
     previous = os.umask(0o027)
