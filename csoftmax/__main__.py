@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 
 import numpy as np
 
@@ -112,18 +113,36 @@ def _parse_dim(text: str) -> int:
         raise UsageError(f"--dim must be an integer, not {text!r}") from None
 
 
+_NPY_MAGIC = b"\x93NUMPY"                           # the first bytes of every .npy file
+
+
+def _check_magic(in_path: str) -> None:
+    """Refuses, by its first bytes, a file that is not a single .npy array (before np.load guesses: it takes any
+    other file for pickled data)."""
+    try:
+        with open(in_path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {in_path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {in_path}: {exc.strerror or exc}") from None
+    if not magic:
+        raise UsageError(f"{in_path} is empty, not a .npy file")
+    if magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):                # a zip file (np.load's test too)
+        raise UsageError(f"{in_path} is an .npz archive, not a single .npy array")
+    if magic != _NPY_MAGIC:
+        raise UsageError(f"{in_path} is not a .npy file")
+
+
 def _apply_to_file(in_path: str, dim_text: str, out_path: str | None) -> int:
     if out_path is None:
         raise UsageError("missing -o OUT.npy (where to write the result)")
     dim = _parse_dim(dim_text)
+    _check_magic(in_path)
     try:
         x = np.load(in_path, allow_pickle=False, mmap_mode="r")
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {in_path}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise UsageError(f"cannot read {in_path} as a .npy array: {exc}") from None
-    if not isinstance(x, np.ndarray):
-        raise UsageError(f"{in_path} is an .npz archive, not a single .npy array")
     if x.dtype.kind != "f" or x.dtype.itemsize > 8:
         raise UsageError(f"{in_path} holds {x.dtype} values; a float16, float32 or float64 array is needed")
     try:
@@ -135,15 +154,20 @@ def _apply_to_file(in_path: str, dim_text: str, out_path: str | None) -> int:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".csoftmax-", suffix=".npy", dir=directory)
     except OSError as exc:
-        raise UsageError(f"cannot write to {directory}: {exc.strerror}") from None
+        raise UsageError(f"cannot write to {directory}: {exc.strerror or exc}") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)                # mkstemp's 0600 -> what np.save's open() would create
         with os.fdopen(fd, "wb") as f:
-            np.save(f, y)
+            # through f.write alone: np.save then writes in chunks whose failure is Python's OSError with errno
+            # (for a real file it uses ndarray.tofile, whose error gives only a byte count)
+            np.save(types.SimpleNamespace(write=f.write), y)
         os.replace(tmp, out_path)
     except BaseException as exc:
         os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise UsageError(f"cannot write {out_path}: {exc.strerror}") from None
+            raise UsageError(f"cannot write {out_path}: {exc.strerror or exc}") from None
         raise
     return 0
 
@@ -151,13 +175,16 @@ def _apply_to_file(in_path: str, dim_text: str, out_path: str | None) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m csoftmax", description=__doc__)
     parser.add_argument("input", nargs="?", help="a .npy file of float16/32/64 values")
-    parser.add_argument("--dim", default="-1", help="dimension along which rows sum to 1 (default -1)")
+    parser.add_argument("--dim", help="dimension along which rows sum to 1 (default -1)")
     parser.add_argument("-o", "--output", help="where to write the result (.npy)")
+    parser.add_argument("--version", action="version", version=f"csoftmax {csoftmax.__version__}")
     args = parser.parse_args(argv)
+    if args.input is None and (args.dim is not None or args.output is not None):
+        parser.error("--dim and -o need an input file: python -m csoftmax IN.npy --dim D -o OUT.npy")
     try:
         if args.input is None:
             return _report()
-        return _apply_to_file(args.input, args.dim, args.output)
+        return _apply_to_file(args.input, "-1" if args.dim is None else args.dim, args.output)
     except UsageError as exc:
         print(f"csoftmax: error: {exc}", file=sys.stderr)
         return 2

@@ -55,7 +55,7 @@ def _normalize_dim(name: str, dim: Any, ndim: int) -> int:
     low, high = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
     if not low <= dim <= high:
         raise AxisError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
-    return dim + ndim if dim < 0 else dim
+    return dim % ndim if ndim else 0                     # (0-d: -1 and 0 name the same single position)
 
 
 def _result_dtype(name: str, x: np.ndarray, dtype: Any) -> np.dtype:
@@ -111,12 +111,15 @@ def _no_none(name: str):
 
 
 def _as_array(name: str, input: Any) -> np.ndarray:
+    """np.asarray(input), with NumPy's message for ragged nested sequences replaced by one that says what to pass.
+    Only NumPy's own error counts as raggedness: one raised inside the input's code (an ``__array__`` that fails,
+    whatever its words) has a frame below this one and propagates unchanged."""
     try:
         return np.asarray(input)
     except ValueError as exc:
-        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+        if "inhomogeneous" in str(exc) and exc.__traceback__.tb_next is None:
             raise ValueError(f"{name}(): the input is ragged (nested sequences of different lengths); pass a "
-                             "rectangular array, or pad the rows (with -inf for entries that take no part)") from None
+                             "rectangular array, or pad the rows (with -inf for entries that take no part)") from exc
         raise
 
 
@@ -200,7 +203,8 @@ def _has_internal_overlap(a: np.ndarray) -> Optional[bool]:
 def _mask(name: str, where: Any, shape: tuple) -> np.ndarray:
     if type(where) is np.ndarray and where.dtype == np.bool_ and where.shape == shape:
         return where                                     # (the common case, without broadcast_to's cost)
-    mask = np.asarray(where)
+    # a masked entry of a masked-array mask is not known to take part: it takes none, as False
+    mask = where.filled(False) if isinstance(where, np.ma.MaskedArray) else np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"{name}(): where must be a boolean mask, not {mask.dtype}")
     try:
@@ -334,10 +338,19 @@ def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None,
 def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) -> np.ndarray:
     """The fused backward kernel on (grad, output): the two are brought to one layout and dtype (copies only when
     they differ), tuple dims are merged into one axis, and the result lands in out or a new array."""
-    g = np.asarray(grad)
-    y = np.asarray(output)
+    if dim is None:
+        raise TypeError(f"{name}(): dim is required (an int or a tuple of ints, the forward call's dim)")
+    g = _as_array(name, grad)
+    y = _as_array(name, output)
     if g.shape != y.shape:
         raise ValueError(f"{name}(): grad has shape {g.shape}, output has shape {y.shape}; they must match")
+    hidden = None
+    if isinstance(grad, np.ma.MaskedArray) or isinstance(output, np.ma.MaskedArray):
+        # entries masked in either take no part, as where=False in the forward call: they add nothing to the row
+        # sums (grad 0; output 0, or -inf for log_softmax, whose exp is 0) and their gradient is 0
+        hidden = np.ma.getmaskarray(grad) | np.ma.getmaskarray(output)
+        g = np.where(hidden, 0, g)
+        y = np.where(hidden, -np.inf if op == _core.OP_LOG_SOFTMAX_BACKWARD else 0, y)
     if y.dtype.type not in _FLOAT_TYPES:
         raise TypeError(f"{name}(): output must be float16, float32 or float64 (a softmax result), not {y.dtype}")
     if g.dtype.kind not in "biuf":
@@ -349,18 +362,23 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
     if g.dtype.type not in _FLOAT_TYPES:
         g = quiet_cast(g, result_dtype)                 # integers and bools; floats convert in the engine
     if out is not None and _into(out, y, g):
-        return _compute(y, axes, result_dtype, op, False, grad=g, out=out)
-    result = _compute(y, axes, result_dtype, op, False, grad=g)
-    if out is None:
-        return result
-    np.copyto(out, result)
-    return out
+        result = _compute(y, axes, result_dtype, op, False, grad=g, out=out)
+    else:
+        result = _compute(y, axes, result_dtype, op, False, grad=g)
+        if out is not None:
+            np.copyto(out, result)
+            result = out
+    if hidden is not None:
+        np.copyto(result, 0, where=hidden)             # (also where a row's sum is not finite)
+    return result
 
 
 def softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np.ndarray:
     """Gradient of softmax: ``output * (grad - sum(grad * output, dim))``, as torch's autograd gives for
-    ``y = softmax(x, dim)`` and upstream gradient ``grad``; ``dim`` as in :func:`softmax` (a tuple too). One fused
-    kernel (the sum accumulates in float64); the result has output's dtype, or is written to ``out``.
+    ``y = softmax(x, dim)`` and upstream gradient ``grad``; ``dim`` as in :func:`softmax` (a tuple too), but required:
+    ``None`` is a TypeError, as torch's backward has no implicit choice. One fused kernel (the sum accumulates in
+    float64); the result has output's dtype, or is written to ``out``. Entries masked in a ``numpy.ma.MaskedArray``
+    grad or output take no part, as ``where=False`` did in the forward call: their gradient is 0.
 
     >>> import numpy as np, csoftmax
     >>> y = csoftmax.softmax(np.array([1.0, 2.0, 3.0]), dim=0)
@@ -382,7 +400,20 @@ def log_softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -
     return _backward("log_softmax_backward", _core.OP_LOG_SOFTMAX_BACKWARD, grad, output, dim, out)
 
 
-class _DimModule:
+class _Module:
+    """Calling a module runs its ``forward``, as in torch. The package's classes define a ``__call__`` that skips the
+    extra method call; a subclass that overrides ``forward`` (and not ``__call__``) gets one that calls it."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
+            cls.__call__ = _Module.__call__
+
+    def __call__(self, input: Any) -> np.ndarray:
+        return self.forward(input)
+
+
+class _DimModule(_Module):
     """torch.nn-style module: attribute ``dim``, ``forward`` and calling apply the function, ``repr`` like torch's,
     pickles (a state without ``dim`` unpickles as ``dim=None``)."""
 
@@ -428,12 +459,12 @@ class Softmin(_DimModule):
     _function = staticmethod(softmin)
 
 
-class Softmax2d:
+class Softmax2d(_Module):
     """Softmax over the channel dimension (-3) of 3-D (C, H, W) or 4-D (N, C, H, W) input, as
     ``torch.nn.Softmax2d``."""
 
     def forward(self, input: Any) -> np.ndarray:
-        x = input if isinstance(input, np.ndarray) else np.asarray(input)
+        x = input if isinstance(input, np.ndarray) else _as_array("Softmax2d", input)
         if x.ndim not in (3, 4):
             raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {x.ndim}D instead")
         return softmax(x, -3)

@@ -23,22 +23,17 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the threads csoftmax uses for large arrays (small calls always run on the calling thread)."""
-    import operator
-
-    _core.set_num_threads(operator.index(n))
+    """Set the threads csoftmax uses for large arrays (small calls always run on the calling thread): n >= 1, else
+    a ValueError; counts above 257 (the calling thread and the pool's 256 workers, all it runs) mean 257."""
+    _core.set_num_threads(n)
 
 
 def set_output_cache(max_bytes: int) -> int:
     """Set how many bytes of freed results (256 KiB or bigger) csoftmax keeps mapped to hand out again for results of
     the same size; returns the previous limit. Default 256 MiB (at most 8 buffers); 0 keeps nothing and releases
-    what is kept now. A fresh big array costs a page fault per page (the OS zeroes it first): reusing one saved 40%
-    of a (4096, 4096) float32 softmax, and lets two Python threads calling softmax run in parallel."""
-    import operator
-
-    max_bytes = operator.index(max_bytes)
-    if max_bytes < 0:
-        raise ValueError(f"set_output_cache(): max_bytes must be >= 0, not {max_bytes}")
+    what is kept now; a negative count is a ValueError, and counts beyond 2**64 - 1 mean 2**64 - 1. A fresh big
+    array costs a page fault per page (the OS zeroes it first): reusing one saves that, and lets two Python threads
+    calling softmax run in parallel."""
     previous = _core.output_cache_limit()
     _core.set_output_cache_limit(max_bytes)
     return previous
@@ -81,39 +76,47 @@ def show_config() -> None:
 
 
 def _apply_environment() -> None:
+    """Applies the variables read at import. A value that cannot be used is a RuntimeWarning naming its variable,
+    and leaves the default: importing csoftmax never fails because of the environment."""
     # CSOFTMAX_NUM_THREADS, else OMP_NUM_THREADS (which Dask's workers, joblib and others set to keep nested
-    # parallelism from oversubscribing the cores), else the CPUs this process may use
-    threads = os.environ.get(THREADS_VARIABLE)
-    if not threads and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        threads = os.environ["OMP_NUM_THREADS"].strip()
-    if threads:
-        try:
-            _core.set_num_threads(int(threads))
-        except ValueError:
-            warnings.warn(
-                f"{THREADS_VARIABLE}={threads!r} is not a positive integer; using {_core.get_num_threads()} threads",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    cache = os.environ.get(CACHE_VARIABLE, "").strip()
-    if cache:
-        try:
-            set_output_cache(int(cache))
-        except ValueError:
-            warnings.warn(f"{CACHE_VARIABLE}={cache!r} is not a byte count >= 0; keeping "
-                          f"{_core.output_cache_limit()} bytes", RuntimeWarning, stacklevel=2)
-    name = os.environ.get(ISA_VARIABLE)
+    # parallelism from oversubscribing the cores; a list such as "4,2" gives a count per nesting level, and a
+    # csoftmax call is the outer one), else the CPUs this process may use
+    variable = THREADS_VARIABLE if os.environ.get(THREADS_VARIABLE, "").strip() else "OMP_NUM_THREADS"
+    value = os.environ.get(variable, "")
+    first = value.split(",")[0] if variable == "OMP_NUM_THREADS" else value
+    if first.strip():
+        threads = _integer(first)
+        if threads is None or threads < 1:
+            _warn(f"{variable}={value!r} is not a positive integer; using {_core.get_num_threads()} threads")
+        else:
+            set_num_threads(threads)
+    cache = os.environ.get(CACHE_VARIABLE, "")
+    if cache.strip():
+        limit = _integer(cache)
+        if limit is None or limit < 0:
+            _warn(f"{CACHE_VARIABLE}={cache!r} is not a byte count >= 0; keeping {_core.output_cache_limit()} bytes")
+        else:
+            set_output_cache(limit)
+    name = os.environ.get(ISA_VARIABLE, "").strip()
     if not name:
         return
-    if name not in _core.available_kernels():
-        warnings.warn(
-            f"{ISA_VARIABLE}={name!r} is not available on this CPU (available: {_core.available_kernels()}); "
-            f"using {_core.active_kernels()!r}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    if name.lower() not in _core.available_kernels():
+        _warn(f"{ISA_VARIABLE}={name!r} is not available on this CPU (available: {_core.available_kernels()}); "
+              f"using {_core.active_kernels()!r}")
         return
-    _core.use_kernels(name)
+    _core.use_kernels(name.lower())
+
+
+def _integer(text: str):
+    """The integer text spells (surrounding blanks allowed), or None."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _register_threadpoolctl() -> None:

@@ -6,9 +6,11 @@ ndarray pair into the C contract of src/softmax.h (data pointers, shape, byte st
 driver with the GIL released. It holds the active kernel table, chosen by dispatch.c at import.
 """
 cimport numpy as cnp
+import operator
+
 import numpy as np
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport uint16_t, uintptr_t
+from libc.stdint cimport SIZE_MAX, uint16_t, uintptr_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cnp.import_array()
@@ -29,6 +31,7 @@ cdef extern from "src/softmax.h" nogil:
         CSM_LOG_SOFTMAX
         CSM_SOFTMAX_BACKWARD
         CSM_LOG_SOFTMAX_BACKWARD
+        CSM_MAX_WORKERS
     ctypedef struct csm_type_kernels:
         int width
         void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv) noexcept nogil
@@ -75,6 +78,7 @@ cdef extern from "src/threads.h" nogil:
     int csm_default_threads()
     int csm_get_num_threads()
     void csm_set_num_threads(int n)
+    void csm_pool_state(int *workers, int *parked)
 
 cdef extern from "src/blocks.h" nogil:
     void *csm_block_get(size_t *size)
@@ -178,8 +182,13 @@ def output_cache_limit():
     return csm_block_limit()
 
 
-def set_output_cache_limit(size_t limit):
-    csm_block_set_limit(limit)
+def set_output_cache_limit(limit):
+    """Sets the bytes of freed result buffers kept for reuse: limit >= 0 (else ValueError); a limit beyond size_t
+    keeps as much as SIZE_MAX does (everything that fits the buffer count)."""
+    limit = operator.index(limit)
+    if limit < 0:
+        raise ValueError(f"set_output_cache(): max_bytes must be >= 0, not {limit}")
+    csm_block_set_limit(min(limit, SIZE_MAX))
 
 
 def output_cache_bytes():
@@ -285,11 +294,23 @@ def get_num_threads():
     return csm_get_num_threads()
 
 
-def set_num_threads(int n):
-    """Sets the threads csoftmax uses for large arrays (at least 1)."""
+# The most threads a call can use: the calling thread and the pool's CSM_MAX_WORKERS workers.
+MAX_THREADS = CSM_MAX_WORKERS + 1
+
+
+def set_num_threads(n):
+    """Sets the threads csoftmax uses for large arrays: n >= 1 (else ValueError); above MAX_THREADS, MAX_THREADS."""
+    n = operator.index(n)
     if n < 1:
-        raise ValueError(f"set_num_threads: n must be at least 1, not {n}")
-    csm_set_num_threads(n)
+        raise ValueError(f"set_num_threads(): n must be at least 1, not {n}")
+    csm_set_num_threads(min(n, MAX_THREADS))
+
+
+def pool_state():
+    """(workers created, workers parked): the parked ones sleep until a call uses more threads than the last one."""
+    cdef int workers, parked
+    csm_pool_state(&workers, &parked)
+    return workers, parked
 
 
 def default_num_threads():
@@ -313,7 +334,8 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
     ----------
     input : array_like
         Any shape, any strides (transposed, sliced, negative, broadcast, byte-swapped, read-only); never modified
-        and never copied whole. float16 is computed in float32; integers and bools become float64.
+        and never copied whole. float16 is computed in float32; integers and bools become float64. The masked
+        entries of a ``numpy.ma.MaskedArray`` act as ``where=False``.
     dim : int, optional
         The dimension that sums to one; negative counts from the end. ``None`` is torch's deprecated implicit
         choice (0 for 0-, 1- and 3-d input, else 1) and warns.
@@ -326,7 +348,8 @@ def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
         itself. A wrong shape (ValueError) or dtype (TypeError), or elements that share memory (ValueError), are
         refused before anything is written.
     where : array_like of bool, optional
-        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0.
+        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0. The
+        masked entries of a masked-array ``where`` count as False.
 
     ``dim`` may also be a tuple of ints: the entries of each slice over those dimensions sum to one together.
 

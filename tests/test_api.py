@@ -697,6 +697,16 @@ def test_csoftmax_isa_environment_variable_with_unknown_name_warns_and_keeps_the
     assert "RuntimeWarning" in proc.stderr and "bogus" in proc.stderr
 
 
+def test_csoftmax_isa_environment_variable_ignores_case():
+    from csoftmax import _core
+
+    last = _core.available_kernels()[-1]
+    proc = _run_python("import warnings; warnings.simplefilter('always')\n"
+                       "import csoftmax._core as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA=last.upper())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == last and "Warning" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------------- input safety
 
 

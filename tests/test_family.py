@@ -2,6 +2,7 @@
 the classes, out=, where=, tuple dims and the backward functions."""
 import os
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -154,6 +155,23 @@ def test_family_classes_behave_like_torch_modules(cls, torch_cls):
     clone = pickle.loads(pickle.dumps(module))
     assert clone.dim == 1
     np.testing.assert_allclose(clone(x), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax", "Softmin", "Softmax2d"])
+def test_calling_a_subclass_runs_its_forward_override_as_torch_does(name):
+    def with_forward_override(base):
+        class Shifted(base):
+            def forward(self, input):
+                return 2 * super().forward(input) + 1
+        return Shifted
+
+    x = RNG.standard_normal((2, 3, 4))
+    args = () if name == "Softmax2d" else (1,)
+    ours = with_forward_override(getattr(csoftmax, name))(*args)
+    theirs = with_forward_override(getattr(torch.nn, name))(*args)
+    expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours(x), expected, rtol=1e-12)
+    np.testing.assert_allclose(ours.forward(x), expected, rtol=1e-12)
 
 
 def test_softmax2d_normalises_channels_and_rejects_other_ranks_with_torchs_message():
@@ -311,6 +329,25 @@ def test_tuple_dim_with_duplicates_or_out_of_range_is_an_axis_error():
             csoftmax.softmax(x, dims)
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_tuple_dims_on_0d_input_follow_the_int_rules(name):
+    # 0 and -1 both name a 0-d array's one "dimension" (as int dims they give torch's result for 0-d input)
+    from numpy.exceptions import AxisError
+    fn = getattr(csoftmax, name)
+    x = np.array(0.5)
+    expected = getattr(F, name)(torch.tensor(0.5, dtype=torch.float64), dim=0).numpy()
+    for dims in ((0,), (-1,)):
+        np.testing.assert_array_equal(fn(x, dims), expected)
+    with pytest.raises(AxisError) as one_d:
+        fn(np.ones(2), (0, -1))
+    for dims in ((0, -1), (-1, 0)):
+        with pytest.raises(AxisError) as zero_d:
+            fn(x, dims)
+        assert str(zero_d.value) == str(one_d.value).replace("(0, -1)", str(dims))
+    with pytest.raises(AxisError, match=re.escape("[-1, 0], but got 1")):
+        fn(x, (0, 1))
+
+
 # ---------------------------------------------------------------------------------------------------- backward
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
@@ -442,9 +479,94 @@ def test_a_masked_arrays_mask_works_as_where():
     assert type(got) is np.ndarray and got[0, 1] == 0 and np.all(got[2] == 0)
 
 
+def _rows_over_shown(x, shown):
+    """float64 softmax of each row of 2-d x over its shown entries (0 elsewhere), written out in NumPy."""
+    e = np.where(shown, np.exp(x - np.max(np.where(shown, x, -np.inf), axis=1, keepdims=True)), 0.0)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_a_masked_where_counts_its_masked_entries_as_false():
+    x = RNG.standard_normal((3, 5))
+    given = np.ones((3, 5), bool)
+    given[0, 0] = False
+    unknown = np.zeros((3, 5), bool)
+    unknown[0, 1] = unknown[1, :2] = unknown[2, 4] = True     # masked entries of where=: not known to take part
+    where = np.ma.masked_array(given, mask=unknown)
+    shown = given & ~unknown
+    np.testing.assert_allclose(csoftmax.softmax(x, 1, where=where), _rows_over_shown(x, shown), rtol=1e-14)
+    with np.errstate(divide="ignore"):
+        log_p = np.log(_rows_over_shown(x, shown))              # (-inf where not shown)
+    np.testing.assert_array_equal(csoftmax.log_softmax(x, 1, where=where) == -np.inf, ~shown)
+    np.testing.assert_allclose(csoftmax.log_softmax(x, 1, where=where)[shown], log_p[shown], rtol=1e-13)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_masked_gradients_and_outputs_take_no_part_in_the_backward_functions(log):
+    # the gradient of the forward call with where=shown: masked entries get 0 and add nothing to the row sums,
+    # whatever values lie under the mask
+    x = RNG.standard_normal((3, 6))
+    g = RNG.standard_normal((3, 6))
+    hidden_g = np.zeros((3, 6), bool)
+    hidden_y = np.zeros((3, 6), bool)
+    hidden_g[0, 1] = hidden_g[2, 3] = True
+    hidden_y[1, 0] = hidden_y[2, 5] = True
+    shown = ~(hidden_g | hidden_y)
+    p = _rows_over_shown(x, shown)
+    gs = np.where(shown, g, 0.0)
+    if log:
+        expected = np.where(shown, gs - p * gs.sum(axis=1, keepdims=True), 0.0)
+        with np.errstate(divide="ignore"):
+            y = np.log(p)
+    else:
+        expected = p * (gs - (gs * p).sum(axis=1, keepdims=True))
+        y = p.copy()
+    grad = np.ma.masked_array(np.where(hidden_g, 1e300, g), mask=hidden_g)      # garbage under the masks
+    output = np.ma.masked_array(np.where(hidden_y, np.nan, y), mask=hidden_y)
+    backward = csoftmax.log_softmax_backward if log else csoftmax.softmax_backward
+    got = backward(grad, output, 1)
+    assert type(got) is np.ndarray and np.all(got[~shown] == 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
 def test_a_ragged_list_is_a_value_error_that_says_what_to_pass():
     with pytest.raises(ValueError, match="rectangular"):
         csoftmax.log_softmax([[1.0, 2.0], [3.0]], 0)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_backward_functions_require_a_dim_as_torch_does(name):
+    # (torch's aten::_softmax_backward_data declares dim as int, with no default and no None)
+    y = csoftmax.softmax(np.ones((2, 3)), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # not the forward's implicit-dim warning: an error
+        with pytest.raises(TypeError, match=re.escape(f"{name}(): dim is required")):
+            getattr(csoftmax, name)(np.ones((2, 3)), y, None)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_a_ragged_list_to_a_backward_function_gets_the_forwards_message(name):
+    ragged = [[1.0, 2.0], [3.0]]
+    with pytest.raises(ValueError) as forward:
+        csoftmax.softmax(ragged, 0)
+    expected = str(forward.value).replace("softmax()", f"{name}()")
+    for grad, output in ((ragged, np.ones((2, 2))), (np.ones((2, 2)), ragged)):
+        with pytest.raises(ValueError) as backward:
+            getattr(csoftmax, name)(grad, output, 0)
+        assert str(backward.value) == expected
+
+
+class _BrokenArray:
+    """An array-like whose conversion fails for its own reason, in words that mention a sequence."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise ValueError("sequence number 7 of the device buffer is stale")
+
+
+@pytest.mark.parametrize("call", [lambda a: csoftmax.softmax(a, 0), lambda a: csoftmax.log_softmax(a, 0),
+                                  lambda a: csoftmax.softmax_backward(a, np.ones(2), 0)])
+def test_an_array_like_whose_conversion_fails_keeps_its_own_error(call):
+    with pytest.raises(ValueError, match="^sequence number 7 of the device buffer is stale$"):
+        call(_BrokenArray())
 
 
 def test_the_docstring_examples_give_what_they_show():

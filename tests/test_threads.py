@@ -114,6 +114,102 @@ def test_environment_variable_sets_the_thread_count():
     assert out.stdout.strip() == "3"
 
 
+def _import_with(**variables):
+    """(stdout, stderr) of a child that imports csoftmax with these environment variables (warnings shown) and
+    prints its thread count and output cache limit."""
+    env = {k: v for k, v in CHILD_ENV.items() if k not in ("CSOFTMAX_NUM_THREADS", "OMP_NUM_THREADS")}
+    env.update(variables)
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import csoftmax; from csoftmax import _core\n"
+            "print(csoftmax.get_num_threads(), _core.output_cache_limit())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(__file__), timeout=60)
+    assert out.returncode == 0, out.stderr
+    threads, cache = out.stdout.split()
+    return int(threads), int(cache), out.stderr
+
+
+# the count a child gets when no variable sets one
+DEFAULT_THREADS = _core.default_num_threads()
+
+
+@pytest.mark.parametrize("variables,threads,warning", [
+    ({"OMP_NUM_THREADS": "3"}, 3, None),
+    ({"OMP_NUM_THREADS": "4,2"}, 4, None),               # one count per nesting level: the pool is the first
+    ({"OMP_NUM_THREADS": "0"}, DEFAULT_THREADS, "OMP_NUM_THREADS='0' is not a positive integer"),
+    ({"OMP_NUM_THREADS": "lots"}, DEFAULT_THREADS, "OMP_NUM_THREADS='lots' is not a positive integer"),
+    ({"CSOFTMAX_NUM_THREADS": "2", "OMP_NUM_THREADS": "3"}, 2, None),
+    ({"CSOFTMAX_NUM_THREADS": "0"}, DEFAULT_THREADS, "CSOFTMAX_NUM_THREADS='0' is not a positive integer"),
+    ({"CSOFTMAX_NUM_THREADS": "99999999999"}, 257, None),       # more than the pool can run: its maximum
+])
+def test_thread_count_variables_at_import_never_fail_and_name_the_variable(variables, threads, warning):
+    got, _, stderr = _import_with(**variables)
+    assert got == threads
+    if warning is None:
+        assert "Warning" not in stderr, stderr
+    else:
+        assert "RuntimeWarning" in stderr and warning in stderr, stderr
+
+
+@pytest.mark.parametrize("value,limit,warning", [
+    ("12345", 12345, None),
+    ("18446744073709551616", 2**64 - 1, None),            # beyond size_t: keep everything, as 2**64 - 1 does
+    ("-1", 256 << 20, "CSOFTMAX_OUTPUT_CACHE='-1' is not a byte count >= 0"),
+])
+def test_output_cache_variable_at_import_never_fails(value, limit, warning):
+    _, got, stderr = _import_with(CSOFTMAX_OUTPUT_CACHE=value)
+    assert got == limit
+    if warning is None:
+        assert "Warning" not in stderr, stderr
+    else:
+        assert "RuntimeWarning" in stderr and warning in stderr, stderr
+
+
+def test_setters_clamp_values_beyond_what_the_pool_or_memory_can_hold(restore_threads):
+    csoftmax.set_num_threads(10**20)
+    assert csoftmax.get_num_threads() == 257              # the caller and the pool's 256 workers
+    csoftmax.set_num_threads(300)
+    assert csoftmax.get_num_threads() == 257
+    previous = csoftmax.set_output_cache(2**70)
+    try:
+        assert _core.output_cache_limit() == 2**64 - 1
+    finally:
+        csoftmax.set_output_cache(previous)
+
+
+def _wait_for_parked(count, deadline_s=60.0):
+    """The pool's (workers, parked) once `count` workers are parked (workers park asynchronously, when they next
+    look at the pool), or the last state seen at the deadline."""
+    import time
+    end = time.monotonic() + deadline_s
+    while True:
+        state = _core.pool_state()
+        if state[1] == count or time.monotonic() > end:
+            return state
+        time.sleep(0.01)
+
+
+def test_lowering_the_thread_count_parks_the_surplus_workers(restore_threads):
+    # after a call on 8 threads, a call on 3 leaves only its 2 workers awake: the other 5 sleep and no later call
+    # wakes them, until a call uses more threads again
+    x = np.random.default_rng(3).standard_normal((512, 1024)).astype(np.float32)
+    expected = csoftmax.softmax(x, 1)
+    csoftmax.set_num_threads(8)
+    csoftmax.softmax(x, 1)
+    workers = _core.pool_state()[0]
+    assert workers >= 7
+    csoftmax.set_num_threads(3)
+    for _ in range(3):
+        np.testing.assert_array_equal(csoftmax.softmax(x, 1), expected)
+    assert _wait_for_parked(workers - 2) == (workers, workers - 2)
+    csoftmax.set_num_threads(2)
+    np.testing.assert_array_equal(csoftmax.softmax(x, 1), expected)
+    assert _wait_for_parked(workers - 1) == (workers, workers - 1)
+    csoftmax.set_num_threads(8)
+    np.testing.assert_array_equal(csoftmax.softmax(x, 1), expected)
+    assert _wait_for_parked(workers - 7) == (workers, workers - 7)
+
+
 def test_threadpoolctl_lists_and_limits_the_pool(restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     csoftmax.set_num_threads(2)

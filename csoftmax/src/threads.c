@@ -29,11 +29,15 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t work;          /* a job has tasks (or phases) to take */
     pthread_cond_t finished;      /* a job finished */
+    pthread_cond_t park;          /* pool.active grew: parked workers below it may run again */
     int n_workers;
+    int active;                   /* workers (ids 0..active-1) the latest job could use; the others are parked */
+    int parked;                   /* workers waiting on pool.park */
     csm_job *job;                 /* the one job in the pool, or NULL */
     unsigned generation;          /* bumped (under the lock) whenever pool.work is signalled: spinners watch it */
     unsigned progress;            /* the same for pool.finished */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          0, 0, 0, NULL, 0, 0};
 
 static int atfork_registered = 0;                /* under pool.lock */
 
@@ -43,7 +47,8 @@ static void forget_pool_in_child(void)
     pthread_mutex_init(&pool.lock, NULL);
     pthread_cond_init(&pool.work, NULL);
     pthread_cond_init(&pool.finished, NULL);
-    pool.n_workers = 0;
+    pthread_cond_init(&pool.park, NULL);
+    pool.n_workers = pool.active = pool.parked = 0;
     pool.job = NULL;
 }
 
@@ -130,6 +135,14 @@ static void *worker_main(void *arg)
     const int id = (int)(intptr_t)arg;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
+        if (id >= pool.active) {
+            /* surplus since the thread count dropped: asleep, neither spinning nor woken by pool.work, until a job
+             * needs this worker again */
+            pool.parked++;
+            while (id >= pool.active) pthread_cond_wait(&pool.park, &pool.lock);
+            pool.parked--;
+            continue;
+        }
         csm_job *job = pool.job;
         if (job && id < job->threads - 1 && !job->cancelled && job->next < job->total) {
             run_next_task(job);
@@ -168,6 +181,8 @@ int csm_job_start(csm_job *job)
         pool.n_workers++;
     }
     if (job->threads - 1 > pool.n_workers) job->threads = pool.n_workers + 1;
+    if (job->threads - 1 > pool.active && pool.parked > 0) pthread_cond_broadcast(&pool.park);
+    pool.active = job->threads - 1;                   /* workers above it park when they next look */
     job->phase = job->cancelled = job->finished = 0;
     job->total = job->n_tasks(job, 0);
     job->next = job->done = 0;
@@ -215,6 +230,14 @@ int csm_job_help(csm_job *job, int budget_ms)
     int finished = job->finished;
     pthread_mutex_unlock(&pool.lock);
     return finished;
+}
+
+void csm_pool_state(int *workers, int *parked)
+{
+    pthread_mutex_lock(&pool.lock);
+    *workers = pool.n_workers;
+    *parked = pool.parked;
+    pthread_mutex_unlock(&pool.lock);
 }
 
 void csm_job_cancel(csm_job *job)
@@ -276,13 +299,14 @@ void csm_job_run_inline(csm_job *job)
 /* The thread count for csoftmax's jobs; exported (not static) so that threadpoolctl can read and set it. */
 static int num_threads = 0;
 
+/* Clamped to [1, the caller and CSM_MAX_WORKERS]: threadpoolctl calls this directly. */
+void csm_set_num_threads(int n) { num_threads = n < 1 ? 1 : n > CSM_MAX_WORKERS + 1 ? CSM_MAX_WORKERS + 1 : n; }
+
 int csm_get_num_threads(void)
 {
-    if (num_threads <= 0) num_threads = csm_default_threads();
+    if (num_threads <= 0) csm_set_num_threads(csm_default_threads());
     return num_threads;
 }
-
-void csm_set_num_threads(int n) { num_threads = n < 1 ? 1 : n; }
 
 /* CPUs this process may run on, lowered by a cgroup v2 CPU quota (containers), at least 1. */
 int csm_default_threads(void)

@@ -3,6 +3,8 @@
  *
  * A job is a sequence of phases; each phase is a set of independent tasks that any thread may run, and between two
  * phases one thread runs the job's `between` step (merging per-task results). Workers are created on first use.
+ * Each job may use workers 0..threads-2; the ones above that park (sleep without polling, and are not woken by
+ * later jobs) until a job asks for more threads again, so lowering the thread count leaves no thread spinning.
  * The submitting thread runs tasks too, in slices of bounded time (csm_job_help), so that between slices the
  * Python layer can take the GIL and react to Ctrl-C (csm_job_cancel stops the job at the next task boundary).
  *
@@ -32,6 +34,7 @@ int csm_job_start(csm_job *job);                    /* 0, or -1 if the pool is b
 int csm_job_help(csm_job *job, int budget_ms);
 void csm_job_cancel(csm_job *job);
 void csm_job_run_inline(csm_job *job);              /* all phases on the calling thread */
+void csm_pool_state(int *workers, int *parked);     /* workers created, and how many of them are parked */
 
 /* Buffer `which` (0 or 1) of at least `bytes` for the calling thread's tasks (64-byte aligned), kept for its next
  * task and freed when the thread ends; NULL if out of memory. The previous contents are not kept. */
