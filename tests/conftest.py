@@ -76,5 +76,20 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{key}: {MEASURED[key]}")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the long tests marked slow (huge arrays, a million-call leak check, fuzzing)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow skip unless --slow is given or an -m expression selects by marker itself."""
+    if config.getoption("--slow") or config.option.markexpr:
+        return
+    skip = pytest.mark.skip(reason="long test: python -m pytest --slow runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     return f"csoftmax {csoftmax.__version__} from {csoftmax.__file__}; kernel sets {KERNEL_SETS}"

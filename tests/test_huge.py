@@ -1,7 +1,7 @@
 """Huge arrays: more than 2**31 elements, and reduction axes whose byte stride exceeds 2**31 - proof of 64-bit
 indexing in every path (rows, short rows, long rows cut into pieces, lanes, general/float16/byte-swapped).
 
-All tests are marked slow (deselect with `-m "not slow"`). Each needs several GiB for its output and skips, saying
+All tests are marked slow: they run with `python -m pytest --slow`. Each needs several GiB for its output and skips, saying
 how much, when /proc/meminfo's MemAvailable is short. Inputs cost (almost) no memory: overlapping as_strided
 views of a small periodic buffer, np.broadcast_to, or np.zeros - calloc'd pages that are never written read as
 the shared zero page - with a few values written sparsely. Expected values are analytic (a few distinct rows or

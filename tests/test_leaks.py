@@ -120,6 +120,7 @@ def _small_workloads():
     ]
 
 
+@pytest.mark.slow
 def test_a_million_small_calls_keep_memory_flat(request):
     work = _small_workloads()
     total = sum(n for _, n, _ in work)
@@ -189,6 +190,7 @@ def _large_workloads():
     ] if hasattr(csoftmax, "log_softmax") else [])
 
 
+@pytest.mark.slow
 def test_a_thousand_large_calls_keep_memory_flat(request):
     work = _large_workloads()
     for _ in range(3):                         # warm-up: worker threads, their stacks and malloc arenas

@@ -16,6 +16,7 @@ import fuzz_harness as fh  # noqa: E402
 SECONDS = float(os.environ.get("CSOFTMAX_FUZZ_SECONDS", "20"))
 
 
+@pytest.mark.slow
 def test_fuzz_for_a_bounded_time(request):
     seed = int(os.environ.get("CSOFTMAX_FUZZ_SEED", "0")) or int.from_bytes(os.urandom(3), "little") + 1
     saved = []
