@@ -84,19 +84,11 @@ def _apply_environment() -> None:
     variable = THREADS_VARIABLE if os.environ.get(THREADS_VARIABLE, "").strip() else "OMP_NUM_THREADS"
     value = os.environ.get(variable, "")
     first = value.split(",")[0] if variable == "OMP_NUM_THREADS" else value
-    if first.strip():
-        threads = _integer(first)
-        if threads is None or threads < 1:
-            _warn(f"{variable}={value!r} is not a positive integer; using {_core.get_num_threads()} threads")
-        else:
-            set_num_threads(threads)
+    _apply_count(variable, value, first, 1, set_num_threads,
+                 lambda: f"is not a positive integer; using {_core.get_num_threads()} threads")
     cache = os.environ.get(CACHE_VARIABLE, "")
-    if cache.strip():
-        limit = _integer(cache)
-        if limit is None or limit < 0:
-            _warn(f"{CACHE_VARIABLE}={cache!r} is not a byte count >= 0; keeping {_core.output_cache_limit()} bytes")
-        else:
-            set_output_cache(limit)
+    _apply_count(CACHE_VARIABLE, cache, cache, 0, set_output_cache,
+                 lambda: f"is not a byte count >= 0; keeping {_core.output_cache_limit()} bytes")
     name = os.environ.get(ISA_VARIABLE, "").strip()
     if not name:
         return
@@ -107,16 +99,23 @@ def _apply_environment() -> None:
     _core.use_kernels(name.lower())
 
 
-def _integer(text: str):
-    """The integer text spells (surrounding blanks allowed), or None."""
+def _apply_count(variable: str, value: str, text: str, low: int, apply, complaint) -> None:
+    """apply(the integer text spells) when it is >= low; nothing for blank text; else a warning quoting the
+    variable's whole value and complaint()"""
+    if not text.strip():
+        return
     try:
-        return int(text)
+        count = int(text)
     except ValueError:
-        return None
+        count = None
+    if count is None or count < low:
+        _warn(f"{variable}={value!r} {complaint()}", stacklevel=4)
+    else:
+        apply(count)
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+def _warn(message: str, stacklevel: int = 3) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
 
 def _register_threadpoolctl() -> None:
