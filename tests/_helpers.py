@@ -55,6 +55,19 @@ def reference_softmax(x, dim, work=None):
     return r.reshape(()) if scalar else r
 
 
+def reference_log_softmax(x, dim):
+    """log_softmax of x along dim in long double (unrounded), log(sum) as log1p of everything but one maximum, so
+    the top entries keep their value however small the rest is. torch's rules for rows whose maximum is not finite."""
+    w = np.moveaxis(np.array(x).astype(np.longdouble), dim, -1)
+    with np.errstate(all="ignore"):
+        m = w.max(-1, keepdims=True)
+        top = w == m
+        rest = np.where(top, 0, np.exp(w - m)).sum(-1, keepdims=True)
+        y = (w - m) - np.log1p((top.sum(-1, keepdims=True) - 1) + rest)
+        y = np.where(np.isfinite(m), y, np.nan)
+    return np.moveaxis(y, -1, dim)
+
+
 def ulp_errors(actual, ref_wide, dtype):
     """|actual - ref| in units of np.spacing(ref rounded to dtype) (absolute ulps in the subnormal range)."""
     dtype = native(dtype)

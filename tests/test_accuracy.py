@@ -15,8 +15,8 @@ import pytest
 import csoftmax
 from csoftmax import _core, softmax
 
-from _helpers import (MEASURED, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, reference_softmax,
-                      ulp_errors)
+from _helpers import (MEASURED, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, reference_log_softmax,
+                      reference_softmax, ulp_errors)
 
 KERNEL_SETS = _core.available_kernels()
 
@@ -107,6 +107,35 @@ def test_subnormal_results_are_rounded_not_flushed_to_zero(kernel_set, dtype):
     ref = reference_softmax(x, 0)
     assert (ref[1:].astype(dtype) > 0).sum() > 500  # the range really holds subnormal results
     assert_softmax_close(y, ref, dtype, ulps=64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_top_entry_keeps_a_rest_made_of_terms_below_the_smallest_subnormal(kernel_set, dtype):
+    # The top entry is -log1p(S'), S' the sum of the other exponentials. When each of those is subnormal, or below
+    # the smallest subnormal, S' itself can still be well inside the range: it must come out rounded once, not lost
+    # with its terms (found by the fuzzer: 0.0 where the answer was -1.26e-43).
+    n, lanes = 3001, 24
+    gaps = {np.float32: [-105.0, -102.0, -99.0, -95.0, -88.0, -80.0],
+            np.float64: [-750.0, -745.0, -740.0, -725.0, -709.0, -700.0]}[dtype]
+    rng = np.random.default_rng(11)
+    x = np.empty((n, lanes))
+    for j in range(lanes):
+        x[:, j] = gaps[j % len(gaps)] + rng.uniform(-0.5, 0.0, n)
+        x[(37 * j) % n, j] = 0.0
+    x = x.astype(dtype)
+    ref = reference_log_softmax(x, 0)
+    top = x == 0
+    assert np.all(ref[top].astype(dtype) < 0)  # every top result is non-zero in the type
+    assert np.any(np.abs(ref[top].astype(dtype)) < np.finfo(dtype).tiny)  # and some are subnormal
+    for what, got in (("lanes", csoftmax.log_softmax(x, 0)),
+                      ("rows", csoftmax.log_softmax(np.ascontiguousarray(x.T), 1).T),
+                      ("few lanes", np.concatenate([csoftmax.log_softmax(x[:, j:j + 2], 0)
+                                                    for j in range(0, lanes, 2)], axis=1)),
+                      ("one row", np.stack([csoftmax.log_softmax(np.ascontiguousarray(x[:, j]), 0)
+                                            for j in range(lanes)], axis=1)),
+                      ("strided", csoftmax.log_softmax(make_layout(x, "everything"), 0))):
+        err = ulp_errors(got[top], ref[top], dtype)
+        assert np.max(err) <= 4, (what, float(np.max(err)), got[top][np.argmax(err)], ref[top][np.argmax(err)])
 
 
 # ------------------------------------------------------------------------------------------ kernel agreement
