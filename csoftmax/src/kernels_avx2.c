@@ -3,11 +3,12 @@
  * stay at the x86-64 baseline, and dispatch.c selects this table only when the CPU and OS support it.
  */
 #include "softmax.h"
+#include "compiler.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 
-#pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
+CSM_TARGET_BEGIN("avx2,fma,f16c")
 
 #define CSM_VBYTES 32
 #define CSM_FMA_F32(a, b, c) ((vf)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
@@ -192,7 +193,7 @@ static inline void transpose8x8(__m256 r[8])
  * row are the values loaded from there, unchanged until their own row's store. The backward functions write past a
  * row the values of y (x here), so an output that is the gradient itself goes to the generic kernel.
  */
-static inline __attribute__((always_inline)) void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
+static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
                                                                   const int P)
 {
     const int halves = n > 8 ? 2 : 1, backward = a->func >= CSM_SOFTMAX_BACKWARD;
@@ -252,5 +253,7 @@ csm_idx csm_short_rows_f32_avx2(const csm_fused *a)
     }
     return 8 * groups;
 }
+
+CSM_TARGET_END
 
 #endif

@@ -4,11 +4,12 @@
  * AVX2, the target pragma is confined to this file and dispatch.c selects the table at run time.
  */
 #include "softmax.h"
+#include "compiler.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,fma,f16c")
 #include <immintrin.h>
+CSM_TARGET_BEGIN("avx512f,avx512dq,avx512vl,avx512bw,fma,f16c")
 
 #define CSM_VBYTES 64
 #define CSM_FMA_F32(a, b, c) ((vf)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
@@ -124,5 +125,7 @@ csm_idx csm_short_rows_f32_avx2(const csm_fused *a);
 #define CSM_ISA_NAME "avx512"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX-512 F/DQ/VL/BW + FMA + F16C (16 floats per vector)"
 #include "kernels.inc"
+
+CSM_TARGET_END
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * A minimal vector vocabulary for kernels.inc, on GCC/Clang vector extensions.
+ * A minimal vector vocabulary for kernels.inc, on GCC/Clang vector extensions (compiler.h: their differences).
  *
  * The including file defines CSM_VBYTES (16 or 32) and may define CSM_FMA_F32/CSM_FMA_F64 (a fused multiply-add
  * for the target). Everything else is plain vector arithmetic that the compiler maps onto the target's registers:
@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 #include <string.h>
+
+#include "compiler.h"
 
 #define CSM_NF (CSM_VBYTES / 4)     /* float32 lanes */
 #define CSM_ND (CSM_VBYTES / 8)     /* float64 lanes */

@@ -1,0 +1,30 @@
+/*
+ * The compiler differences the kernels meet, in one place. The kernels are written in GNU C (vector extensions and
+ * builtins), which GCC and clang both implement; MSVC does not, so Windows builds use clang (clang-cl) or MinGW GCC.
+ *
+ *   CSM_TARGET_BEGIN(isa) / CSM_TARGET_END: compile the functions between them for an instruction-set extension
+ *       ("avx2,fma,f16c"). GCC takes a target pragma; clang ignores that pragma and needs the target attribute
+ *       applied to every function instead. The build's global flags stay at the architecture's baseline.
+ *   CSM_SHUFFLE(v, idx): lane i of the result is lane idx[i] of v (idx an integer vector of v's lane count).
+ *   CSM_ALWAYS_INLINE: inline even where the compiler's heuristics would not (with `static inline`).
+ */
+#ifndef CSOFTMAX_COMPILER_H
+#define CSOFTMAX_COMPILER_H
+
+#define CSM_PRAGMA(text) _Pragma(#text)
+
+#if defined(__clang__)
+#define CSM_TARGET_BEGIN(isa) CSM_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define CSM_TARGET_END CSM_PRAGMA(clang attribute pop)
+#define CSM_SHUFFLE(v, idx) __builtin_shufflevector(v, idx)
+#elif defined(__GNUC__)
+#define CSM_TARGET_BEGIN(isa) CSM_PRAGMA(GCC push_options) CSM_PRAGMA(GCC target(isa))
+#define CSM_TARGET_END CSM_PRAGMA(GCC pop_options)
+#define CSM_SHUFFLE(v, idx) __builtin_shuffle(v, idx)
+#else
+#error "csoftmax's kernels need GNU C vector extensions: build with GCC or clang (clang-cl on Windows)"
+#endif
+
+#define CSM_ALWAYS_INLINE __attribute__((always_inline))
+
+#endif
