@@ -637,10 +637,63 @@ def test_version_is_a_pep440_string():
     assert re.fullmatch(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[\w.]+)?", csoftmax.__version__)
 
 
-def test_public_names_are_exported():
-    for name in ("softmax", "Softmax", "show_config", "__version__"):
-        assert hasattr(csoftmax, name)
-        assert name in csoftmax.__all__
+def _api_checks():
+    """Every public name with a call that must give the documented result (the list is the API: a name missing
+    from the package, or one added to __all__ without a line here, fails test_the_whole_public_api_works)."""
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]])
+    g = np.array([[0.5, -1.0, 2.0], [1.0, 1.0, -3.0]])
+    e = np.exp(x - x.max(1, keepdims=True))
+    p = e / e.sum(1, keepdims=True)
+    q = np.exp(-x - (-x).max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    x4 = np.arange(24.0).reshape(1, 2, 3, 4) / 7
+    e4 = np.exp(x4 - x4.max(1, keepdims=True))
+
+    def close(got, want):
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
+
+    def threads():
+        before = csoftmax.get_num_threads()
+        csoftmax.set_num_threads(1)
+        try:
+            assert csoftmax.get_num_threads() == 1
+        finally:
+            csoftmax.set_num_threads(before)
+        assert csoftmax.get_num_threads() == before
+
+    def output_cache():
+        previous = csoftmax.set_output_cache(1 << 20)
+        assert csoftmax.set_output_cache(previous) == 1 << 20
+
+    return {
+        "softmax": lambda: close(csoftmax.softmax(x, 1), p),
+        "log_softmax": lambda: close(csoftmax.log_softmax(x, 1), np.log(p)),
+        "softmin": lambda: close(csoftmax.softmin(x, 1), q),
+        "softmax_backward": lambda: close(csoftmax.softmax_backward(g, p, 1), p * (g - (g * p).sum(1, keepdims=True))),
+        "log_softmax_backward": lambda: close(csoftmax.log_softmax_backward(g, np.log(p), 1),
+                                              g - p * g.sum(1, keepdims=True)),
+        "Softmax": lambda: close(csoftmax.Softmax(dim=1)(x), p),
+        "LogSoftmax": lambda: close(csoftmax.LogSoftmax(dim=1)(x), np.log(p)),
+        "Softmin": lambda: close(csoftmax.Softmin(dim=1)(x), q),
+        "Softmax2d": lambda: close(csoftmax.Softmax2d()(x4), e4 / e4.sum(1, keepdims=True)),
+        "show_config": lambda: csoftmax.show_config(),
+        "set_num_threads": threads,
+        "get_num_threads": threads,
+        "set_output_cache": output_cache,
+        "__version__": lambda: isinstance(csoftmax.__version__, str) or pytest.fail("__version__ is not a string"),
+    }
+
+
+def test_the_whole_public_api_works(capsys):
+    checks = _api_checks()
+    assert sorted(csoftmax.__all__) == sorted(checks)
+    for name, check in checks.items():
+        assert hasattr(csoftmax, name), f"csoftmax.{name} is missing"
+        if name != "__version__":
+            assert getattr(csoftmax, name).__doc__, f"csoftmax.{name} has no docstring"
+        check()
+    public = {n for n in dir(csoftmax) if not n.startswith("_")} - {"dask"}     # the optional Dask submodule
+    assert public <= set(checks), f"public but not in __all__: {sorted(public - set(checks))}"
 
 
 def test_show_config_prints_version_and_every_kernel_set_marking_the_active_one(capsys):

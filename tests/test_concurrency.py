@@ -21,15 +21,6 @@ import csoftmax
 THREADS = 16
 
 
-def _num_threads_api():
-    for owner in (csoftmax, getattr(csoftmax, "_core", None)):
-        get = getattr(owner, "get_num_threads", None)
-        set_ = getattr(owner, "set_num_threads", None)
-        if get is not None and set_ is not None:
-            return get, set_
-    return None
-
-
 def _readonly(a):
     a.flags.writeable = False
     return a
@@ -65,16 +56,15 @@ def _workload():
         ("axis=", _readonly(rng.standard_normal((5, 9))), dict(axis=0)),
         ("list", [[1.0, 2.0, 3.0], [0.5, 0.25, -1.0]], dict(dim=1)),
     ]
-    if hasattr(csoftmax, "log_softmax"):
-        items += [
-            ("log_softmax rows", items[0][1], dict(dim=1, func="log_softmax")),
-            ("log_softmax lanes", items[3][1], dict(dim=0, func="log_softmax")),
-            ("log_softmax long row", items[4][1], dict(dim=1, func="log_softmax")),
-            ("softmin f16", items[8][1], dict(dim=1, func="softmin")),
-            ("softmin short rows", items[6][1], dict(dim=1, func="softmin")),
-            ("tuple dim", items[13][1], dict(dim=(0, 2))),
-            ("where=", items[0][1], dict(dim=1, where=_readonly(rng.random(items[0][1].shape) < 0.8))),
-        ]
+    items += [
+        ("log_softmax rows", items[0][1], dict(dim=1, func="log_softmax")),
+        ("log_softmax lanes", items[3][1], dict(dim=0, func="log_softmax")),
+        ("log_softmax long row", items[4][1], dict(dim=1, func="log_softmax")),
+        ("softmin f16", items[8][1], dict(dim=1, func="softmin")),
+        ("softmin short rows", items[6][1], dict(dim=1, func="softmin")),
+        ("tuple dim", items[13][1], dict(dim=(0, 2))),
+        ("where=", items[0][1], dict(dim=1, where=_readonly(rng.random(items[0][1].shape) < 0.8))),
+    ]
     return items
 
 
@@ -164,8 +154,6 @@ def test_many_threads_sharing_read_only_inputs_get_the_serial_bits(fine_switchin
 
 def test_threads_writing_into_their_own_out_arrays(fine_switching):
     """Each thread owns preallocated out= arrays (plain, strided, byte-swapped) that it reuses for every call."""
-    if not hasattr(csoftmax, "log_softmax"):
-        pytest.skip("no out= in this version")
     work = [w for w in _workload() if isinstance(w[1], np.ndarray)]
     serial = [_bits(_call(x, kw)) for _, x, kw in work]
     bad = []
@@ -216,10 +204,7 @@ def test_threads_writing_many_fresh_outputs_from_one_shared_view(fine_switching)
 
 
 def test_results_do_not_depend_on_the_pool_thread_count():
-    api = _num_threads_api()
-    if api is None:
-        pytest.skip("csoftmax has no get_num_threads/set_num_threads")
-    get, set_ = api
+    get, set_ = csoftmax.get_num_threads, csoftmax.set_num_threads
     work = [w for w in _workload() if isinstance(w[1], np.ndarray) and w[1].size >= 1 << 17]
     original = get()
     try:
@@ -235,10 +220,7 @@ def test_results_do_not_depend_on_the_pool_thread_count():
 
 def test_pool_thread_count_changes_while_other_threads_compute(fine_switching):
     """set_num_threads from one thread while others compute: no crash, no deadlock, same bits."""
-    api = _num_threads_api()
-    if api is None:
-        pytest.skip("csoftmax has no get_num_threads/set_num_threads")
-    get, set_ = api
+    get, set_ = csoftmax.get_num_threads, csoftmax.set_num_threads
     work = [w for w in _workload() if isinstance(w[1], np.ndarray) and w[1].size >= 1 << 17]
     serial = [_bits(_call(x, kw)) for _, x, kw in work]
     original = get()

@@ -38,20 +38,6 @@ ULPS = {np.dtype(np.float16): 1, np.dtype(np.float32): 65, np.dtype(np.float64):
 LOG_EPS = 4
 
 
-def _in_memory_log_softmax_nan_on_float64_extremes():
-    """Whether the in-memory csoftmax.log_softmax gives NaN for [-max, +max] in float64 (torch: [-inf, 0]).
-
-    Seen while it was being written; the tests then leave that row out of the comparisons with it, and
-    test_log_softmax_of_float64_extremes checks the Dask result against the long-double reference instead.
-    """
-    if not hasattr(csoftmax, "log_softmax"):
-        return False
-    big = np.finfo(np.float64).max
-    with np.errstate(all="ignore"):
-        return bool(np.isnan(csoftmax.log_softmax(np.array([-big, big]), dim=0)).any())
-
-
-IN_MEMORY_LOG_EXTREMES_BUG = _in_memory_log_softmax_nan_on_float64_extremes()
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -131,9 +117,7 @@ def expected(kind, a, dim, dtype=None):
     """The in-memory result the Dask one must match."""
     if kind == "softmax":
         return csoftmax.softmax(a, dim=dim, dtype=dtype)
-    if hasattr(csoftmax, "log_softmax"):
-        return csoftmax.log_softmax(a, dim=dim, dtype=dtype)
-    return reference_log_softmax(a, dim, dtype)
+    return csoftmax.log_softmax(a, dim=dim, dtype=dtype)
 
 
 def reference_log_softmax(a, dim, dtype=None):
@@ -157,9 +141,7 @@ def sample(shape, dtype, seed):
 
 
 def special_rows(dtype, n=40, kind="softmax"):
-    """Rows of length n, each exercising a NaN/inf rule, with its special values in different chunks.
-
-    (For log_softmax in float64, the row of +-max is left out while IN_MEMORY_LOG_EXTREMES_BUG holds.)"""
+    """Rows of length n, each exercising a NaN/inf rule, with its special values in different chunks."""
     big = np.finfo(dtype).max
     rows = np.tile(np.linspace(-3, 3, n), (12, 1)).astype(dtype)
     rows[0, 17] = np.nan  # NaN anywhere -> NaN row
@@ -170,8 +152,6 @@ def special_rows(dtype, n=40, kind="softmax"):
     rows[5, :] = -np.inf  # a single finite value -> 1 there, 0 elsewhere
     rows[5, n - 1] = 2.0
     rows[6, :] = [big if i % 2 else -big for i in range(n)]  # the largest finite values
-    if kind == "log_softmax" and dtype == np.float64 and IN_MEMORY_LOG_EXTREMES_BUG:
-        rows[6, :] = np.linspace(-big / 4, big / 4, n)  # still huge, no overflow in x - max
     rows[7, 5], rows[7, 30] = np.inf, np.nan  # both
     rows[8, :] = -np.inf  # -inf and NaN
     rows[8, 22] = np.nan
@@ -219,8 +199,6 @@ def test_log_softmax_of_float64_extremes(how):
     """torch's x - max - log(sum): [-max, +max] gives [-inf, 0] (x - max overflows to -inf), not NaN."""
     big = np.finfo(np.float64).max
     a = np.array([[-big, big, -big, big], [big, -big, 0.0, 1.0], [-big, -big, -big, -big]])
-    if how == "one" and IN_MEMORY_LOG_EXTREMES_BUG:
-        pytest.xfail("the in-memory csoftmax.log_softmax (used when the axis is in one chunk) gives NaN here")
     got = cdask.log_softmax(da.from_array(a, chunks=(2, 4 if how == "one" else 1)), 1).compute()
     want = reference_log_softmax(a, 1)
     np.testing.assert_array_equal(got[:, [0, 2]][:2], [[-np.inf, -np.inf], [0.0, -big]])

@@ -186,3 +186,133 @@ def test_integer_input_is_float64_softmax_of_the_values(rng):
     ours = softmax(x, 1)
     assert_same_as_torch(ours, torch_softmax(x.astype(np.float64), 1))
     assert csoftmax.softmax(x.astype(np.uint8), 1).dtype == np.float64
+
+
+# ---------------------------------------------------------------------------------------------------- the family
+# (the same functions against independent NumPy references, without torch: test_family.py)
+
+FAMILY_SHAPES = [(7,), (5, 9), (3, 4, 5), (2, 3, 4, 5), (4, 1, 6), (3, 70)]
+FAMILY_RNG = np.random.default_rng(2025)
+TOL = {np.float16: dict(rtol=2e-3, atol=1e-4), np.float32: dict(rtol=2e-5, atol=1e-6),
+       np.float64: dict(rtol=1e-12, atol=1e-14)}
+
+
+def _torch(fn, x, dim):
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return getattr(F, fn)(t, dim).numpy()
+
+
+@pytest.mark.parametrize("fn", ["log_softmax", "softmin"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", FAMILY_SHAPES, ids=str)
+def test_family_matches_torch_on_every_dim_and_layout(kernel_set, fn, dtype, shape):
+    x = (FAMILY_RNG.standard_normal(shape) * 5).astype(dtype)
+    for layout in ("C", "F", "reversed"):
+        view = {"C": x, "F": np.asfortranarray(x), "reversed": x[::-1]}[layout]
+        for dim in range(-x.ndim, x.ndim):
+            got = getattr(csoftmax, fn)(view, dim)
+            assert got.dtype == x.dtype
+            if dtype == np.float16:
+                # torch rounds float16 log_softmax less carefully than we do: compare both with the float64
+                # result, ours within one float16 ulp of it
+                exact = _torch(fn, view.astype(np.float64), dim)
+                np.testing.assert_array_less(np.abs(got.astype(np.float64) - exact),
+                                             np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64) + 1e-7,
+                                             err_msg=f"{fn} {layout} dim={dim}")
+                continue
+            np.testing.assert_allclose(got.astype(np.float64), _torch(fn, view, dim).astype(np.float64),
+                                       **TOL[dtype], err_msg=f"{fn} {layout} dim={dim}")
+
+
+def test_log_softmax_keeps_the_top_entry_that_torch_loses():
+    y = csoftmax.log_softmax(np.array([0.0, -30.0]), 0)
+    exact = -np.log1p(np.exp(np.longdouble(-30)))
+    assert abs(np.longdouble(y[0]) - exact) <= 2 * np.spacing(abs(y[0]))
+    assert abs(np.longdouble(float(F.log_softmax(torch.tensor([0.0, -30.0], dtype=torch.float64), 0)[0])) - exact) \
+        > 100 * np.spacing(abs(y[0]))
+
+
+@pytest.mark.parametrize("values", [[1.0, np.nan, 2.0], [1.0, np.inf], [-np.inf, -np.inf], [5.0, -np.inf],
+                                    [3.0, 3.0, 3.0]])
+def test_log_softmax_special_values_match_torch(values):
+    got = csoftmax.log_softmax(np.array(values), 0)
+    np.testing.assert_allclose(got, F.log_softmax(torch.tensor(values, dtype=torch.float64), 0).numpy(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "softmin"])
+def test_family_implicit_dim_warns_with_torchs_words(name):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(csoftmax, name)(np.ones((2, 3)))
+    with warnings.catch_warnings(record=True) as torch_caught:
+        warnings.simplefilter("always")
+        getattr(F, name)(torch.ones(2, 3))
+    assert [str(w.message) for w in caught] == [str(w.message) for w in torch_caught]
+
+
+@pytest.mark.parametrize("cls", ["LogSoftmax", "Softmin", "Softmax", "Softmax2d"])
+def test_family_classes_match_torch_modules(cls):
+    x = FAMILY_RNG.standard_normal((2, 3, 4))
+    args = () if cls == "Softmax2d" else (1,)
+    assert repr(getattr(csoftmax, cls)(*args)) == repr(getattr(torch.nn, cls)(*args))
+    np.testing.assert_allclose(getattr(csoftmax, cls)(*args)(x),
+                               getattr(torch.nn, cls)(*args)(torch.from_numpy(x)).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax", "Softmin", "Softmax2d"])
+def test_a_subclass_with_a_forward_override_matches_torchs(name):
+    def with_forward_override(base):
+        class Shifted(base):
+            def forward(self, input):
+                return 2 * super().forward(input) + 1
+        return Shifted
+
+    x = FAMILY_RNG.standard_normal((2, 3, 4))
+    args = () if name == "Softmax2d" else (1,)
+    ours = with_forward_override(getattr(csoftmax, name))(*args)
+    theirs = with_forward_override(getattr(torch.nn, name))(*args)
+    np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).numpy(), rtol=1e-12)
+
+
+def test_softmax2d_rejects_other_ranks_with_torchs_message():
+    x = FAMILY_RNG.standard_normal((2, 3, 4, 5))
+    for bad in (x[0, 0], x[0, 0, 0], x[None]):
+        with pytest.raises(ValueError) as ours:
+            csoftmax.Softmax2d()(bad)
+        with pytest.raises(ValueError) as theirs:
+            torch.nn.Softmax2d()(torch.from_numpy(np.ascontiguousarray(bad)))
+        assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_0d_input_matches_torch(name):
+    x = np.array(0.5)
+    for dim in (0, -1, (0,), (-1,)):
+        expected = getattr(F, name)(torch.tensor(0.5, dtype=torch.float64), dim=dim if isinstance(dim, int) else dim[0])
+        np.testing.assert_array_equal(getattr(csoftmax, name)(x, dim), expected.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_backward_matches_torch_autograd(dtype, dim):
+    x = FAMILY_RNG.standard_normal((5, 6, 7)).astype(dtype)
+    g = FAMILY_RNG.standard_normal((5, 6, 7)).astype(dtype)
+    for fn, back in (("softmax", csoftmax.softmax_backward), ("log_softmax", csoftmax.log_softmax_backward)):
+        xt = torch.from_numpy(x).requires_grad_()
+        yt = getattr(F, fn)(xt, dim)
+        yt.backward(torch.from_numpy(g))
+        got = back(g, yt.detach().numpy(), dim)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_backward_of_a_0d_array_matches_torch_autograd(dim):
+    for fn, back in (("softmax", csoftmax.softmax_backward), ("log_softmax", csoftmax.log_softmax_backward)):
+        xt = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        yt = getattr(F, fn)(xt, dim)
+        yt.backward(torch.tensor(3.0, dtype=torch.float64))
+        got = back(np.array(3.0), yt.detach().numpy(), dim)
+        assert got.shape == () and got == xt.grad.item()
+
