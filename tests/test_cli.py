@@ -111,3 +111,65 @@ def test_version_prints_the_package_version(capsys):
         cli.main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out == f"csoftmax {csoftmax.__version__}\n"
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (None, ["--dim", "0"], "no such file: {in_path}"),
+    ("floats", ["--dim", "zero"], "--dim must be an integer, not 'zero'"),
+    ("floats", ["--dim", "2"], "Dimension out of range (expected to be in range of [-2, 1], but got 2)"),
+    ("ints", ["--dim", "0"], "{in_path} holds int64 values; a float16, float32 or float64 array is needed"),
+    ("floats", ["--dim", "0", "-o", None], "missing -o OUT.npy (where to write the result)"),
+    ("floats", ["--dim", "0", "-o", "{tmp}/no/such/folder/out.npy"], "cannot write to {tmp}/no/such/folder: "
+     "No such file or directory"),
+])
+def test_every_usage_error_is_one_line_exit_2_and_leaves_the_output_alone(tmp_path, capsys, make, args, message):
+    in_path = tmp_path / "in.npy"
+    if make == "floats":
+        np.save(in_path, np.arange(6.0).reshape(2, 3))
+    elif make == "ints":
+        np.save(in_path, np.arange(6).reshape(2, 3))
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"the previous result")
+    if "-o" not in args:
+        args = args + ["-o", str(out)]
+    elif args[-1] is None:
+        args = args[:-2]
+    else:
+        args = args[:-1] + [args[-1].format(tmp=tmp_path)]
+    assert cli.main([str(in_path)] + args) == 2
+    expected = message.format(in_path=in_path, tmp=tmp_path)
+    assert _error_line(capsys) == f"csoftmax: error: {expected}\n"
+    assert out.read_bytes() == b"the previous result"                    # whole or not at all
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"out.npy"} | ({"in.npy"} if make else set()))
+
+
+def test_the_command_line_process_exits_2_with_one_line(tmp_path):
+    np.save(tmp_path / "in.npy", np.ones((2, 3), np.float32))
+    proc = subprocess.run([sys.executable, "-m", "csoftmax", str(tmp_path / "in.npy"), "--dim", "7", "-o",
+                           str(tmp_path / "out.npy")], capture_output=True, text=True, env=CHILD_ENV, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("csoftmax: error: Dimension out of range") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_a_result_replaces_an_existing_output_file_whole(tmp_path):
+    x = np.random.default_rng(5).standard_normal((4, 5)).astype(np.float32)
+    np.save(tmp_path / "in.npy", x)
+    (tmp_path / "out.npy").write_bytes(b"x" * 100_000)                  # longer than the new file
+    assert cli.main([str(tmp_path / "in.npy"), "-o", str(tmp_path / "out.npy")]) == 0
+    got = np.load(tmp_path / "out.npy")
+    assert got.dtype == np.float32 and np.array_equal(got, csoftmax.softmax(x, -1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.npy"]
+
+
+def test_the_self_check_passes_here_and_fails_when_softmax_is_wrong(monkeypatch, capsys):
+    assert cli._self_check() is True
+    assert "cases agree" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "_timing_table", lambda: None)
+    assert cli._report() == 0
+    real = csoftmax.softmax
+    monkeypatch.setattr(csoftmax, "softmax", lambda x, dim: real(x, dim) * np.float16(1.01))
+    assert cli._self_check() is False
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "float32" in out
+    assert cli._report() == 1

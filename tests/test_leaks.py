@@ -353,6 +353,25 @@ def test_the_output_cache_keeps_no_more_than_its_limit():
         csoftmax.set_output_cache(previous)
 
 
+def test_the_output_cache_keeps_eight_buffers_releasing_the_oldest_first():
+    # README: "At most 8 buffers and 256 MiB are kept (oldest released first)"
+    from csoftmax import _core
+    previous = csoftmax.set_output_cache(0)               # (empties the cache)
+    try:
+        csoftmax.set_output_cache(256 << 20)
+        rows = range(64, 74)                              # ten results of 256 KiB and more, each its own size
+        results = [csoftmax.softmax(np.ones((n, 1024), np.float32), 1) for n in rows]
+        assert all(r.base is not None and type(r.base).__name__ == "_OutputBuffer" for r in results)
+        with pytest.raises(ValueError):
+            results[0].resize((1,))                       # the buffer's owner holds its memory, not the array
+        for i in range(len(results)):                     # dropped in the order they were made
+            results[i] = None
+        gc.collect()
+        assert _core.output_cache_bytes() == sum(n * 4096 for n in rows[2:])     # the two oldest went
+    finally:
+        csoftmax.set_output_cache(previous)
+
+
 def test_the_output_cache_variable_is_read_at_import():
     code = ("import csoftmax; from csoftmax import _core; print(_core.output_cache_limit()); "
             "csoftmax.show_config()")
