@@ -1,6 +1,6 @@
 """Accuracy claims, on every kernel set this CPU has, and the layout-independence (bit identity) guarantee.
 
-* float32 results within 64 ulp of a float64 reference; rows sum to 1 within 8e-6 for rows up to 10^6 terms.
+* float32 results within 64 ulp of a float64 reference; rows sum to 1 within the bounds of _sum_bound (README).
 * float64 results within 64 ulp of a long double reference.
 * every kernel set agrees with the others.
 * for one kernel set, C, F, transposed and strided layouts of the same data give bit-identical results, every dim.
@@ -49,6 +49,15 @@ def rows_of(kind, n, rng, dtype):
 KINDS = ["normal", "spread", "equal", "one_big", "offset"]
 
 
+def _sum_bound(kind, n):
+    """How far a float32 row's sum may be from 1. README: rows of a million elements within 6e-8 where no entry
+    dominates. Any row: the entries' own roundings (a few float32 ulps, 2^-23 of the sum), plus, where n terms of
+    2^-41 each round half a unit of the fixed-point sum (one_big), n 2^-41."""
+    if n >= 10**6 and kind != "one_big":
+        return 6e-8
+    return 2.0 ** -23 + (n * 2.0 ** -41 if kind == "one_big" else 0.0)
+
+
 def _record_max(key, value):
     MEASURED[key] = max(MEASURED.get(key, 0.0), float(value))
 
@@ -62,7 +71,7 @@ def test_float32_within_64_ulp_of_float64_reference_and_rows_sum_to_one(kernel_s
         assert_softmax_close(y, ref, np.float32, ulps=64, what=f"{kind}, n={n}")
         _record_max(f"softmax float32 max ulp [{kernel_set}]", ulp_errors(y, ref, np.float32).max())
         sums = y.astype(np.float64).sum(axis=1)
-        assert np.all(np.abs(sums - 1) <= 8e-6), f"{kind}, n={n}: row sums {sums}"
+        assert np.all(np.abs(sums - 1) <= _sum_bound(kind, n)), f"{kind}, n={n}: row sums {sums}"
         # the lanes path (F order: the reduction axis strided, rows side by side) is held to the same bound
         if n <= 4097:
             yf = softmax(np.asfortranarray(x), 1)
