@@ -216,11 +216,23 @@ BIG_SHAPES = ((2**18 + 3,), (2**18 + 2**16 + 5,), (2, 2**18 + 1), (3, 2**17 + 7)
               (40, 4097), (600, 300), (5, 70001), (70001, 5), (9, 128, 130), (2, 3, 40000))
 
 
+# Either side of the engine's limits (src/softmax.h), for float32 and float64 alike: CSM_FUSED_ROW_BYTES (rows kernel,
+# 64 KiB), CSM_HALF_ROW_MAX (float16 rows, 2048), CSM_ALIGN_ROW_BYTES (3072), CSM_TILE_BYTES (16 KiB staging tiles),
+# CSM_LANES_FUSED_MAX (512 steps), CSM_LANES_PANEL (4096), CSM_SMALL_PIECE (2^16) and CSM_PIECE (2^20 elements: a
+# call of 4 to 8 MB).
+BOUNDARY_SHAPES = ((2, 16383), (2, 16385), (2, 8191), (2, 8193), (3, 2047), (3, 2049), (5, 767), (5, 769),
+                   (1, 4095), (1, 4097), (511, 9), (513, 9), (4095, 3), (4097, 3), (3, 65535), (3, 65537),
+                   (1, 2**20 - 1), (1, 2**20 + 1), (2**20 + 3, 1))
+
+
 def _draw_shape(draw):
     """A small shape (at most MAX_ELEMENTS), or rarely a big one that takes the thread pool's paths (a call of
-    2^17+ elements is cut into tasks; rows of 2^18+ elements into pieces). Returns (shape, big)."""
+    2^17+ elements is cut into tasks; rows of 2^18+ elements into pieces) or one either side of a limit of the
+    engine's. Returns (shape, big)."""
     if draw.bool(0.005):
         return draw.choice(BIG_SHAPES), True
+    if draw.bool(0.01):
+        return draw.choice(BOUNDARY_SHAPES), True
     ndim = draw.choice((0, 1, 1, 2, 2, 2, 3, 3, 4, 5))
     shape = [draw.choice((1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 0)) if draw.bool(0.85) else draw.int(0, 40)
              for _ in range(ndim)]
