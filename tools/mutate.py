@@ -1,0 +1,244 @@
+"""Mutation check: plants realistic bugs one at a time and requires the fast test suite to catch each.
+
+    python tools/mutate.py              every mutant
+    python tools/mutate.py --rotate 2   two of them, a different pair on each commit (what .ci/run does)
+    python tools/mutate.py --only ID,ID / --list
+
+The tracked files are copied to a scratch folder and built there once (with ccache when it is installed, so a
+mutant rebuilds only what it touches). The unmutated copy must pass the fast suite first, so that no mutant is
+counted as killed by a failure it did not cause; then each mutant is applied to the copy, rebuilt when it touches
+compiled code, and the fast suite (`pytest -x`) runs against it. A mutant whose anchor text is missing or not
+unique is an error, so the list cannot rot silently. Exit status 0 only when every mutant run was killed.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import NamedTuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Mutant(NamedTuple):
+    id: str
+    path: str
+    old: str
+    new: str
+    what: str
+
+
+MUTANTS = [
+    # ---- Python policy
+    Mutant("py-implicit-dim", "csoftmax/_api.py",
+           "dim = 0 if ndim in (0, 1, 3) else 1", "dim = 0 if ndim in (0, 1) else 1",
+           "the legacy implicit dim of a 3-d input"),
+    Mutant("py-dim-range", "csoftmax/_api.py",
+           "(-ndim, ndim - 1)", "(-ndim - 1, ndim - 1)",
+           "a dim one below the range accepted"),
+    Mutant("py-softmin-policy", "csoftmax/_api.py",
+           '_family("softmin", _core.OP_SOFTMAX, True,', '_family("softmin", _core.OP_SOFTMAX, False,',
+           "softmin without its negation outside the fast path"),
+    Mutant("py-backward-mask-fill", "csoftmax/_api.py",
+           "y = np.where(hidden, -np.inf if op == _core.OP_LOG_SOFTMAX_BACKWARD else 0, y)",
+           "y = np.where(hidden, 0, y)",
+           "masked outputs of log_softmax_backward filled with 0, not -inf"),
+    Mutant("py-out-readonly", "csoftmax/_api.py",
+           "    if not out.flags.writeable:\n", "    if False:\n",
+           "a read-only out= accepted"),
+    Mutant("py-masked-where", "csoftmax/_api.py",
+           "where.filled(False)", "where.filled(True)",
+           "masked entries of a masked where= taken as True"),
+    Mutant("py-tuple-dim-copy", "csoftmax/_api.py",
+           "direct = np.shares_memory(target, out) and target.flags.aligned", "direct = target.flags.aligned",
+           "tuple dims whose axes do not merge in place: the result lost in a copy"),
+    Mutant("py-omp-list", "csoftmax/_config.py",
+           'first = value.split(",")[0] if variable == "OMP_NUM_THREADS" else value', "first = value",
+           "OMP_NUM_THREADS=4,2 not read as 4"),
+    Mutant("py-cli-status", "csoftmax/__main__.py",
+           '        print(f"csoftmax: error: {exc}", file=sys.stderr)\n        return 2',
+           '        print(f"csoftmax: error: {exc}", file=sys.stderr)\n        return 1',
+           "the CLI's usage errors exit with 1"),
+    Mutant("py-dask-merge", "csoftmax/dask.py",
+           "scale = np.where(at_max, 1.0, np.exp(m_i - m))", "scale = np.where(at_max, 1.0, np.exp(m - m_i))",
+           "Dask's merge of block sums scales by the wrong sign"),
+    # ---- the Cython bridge
+    Mutant("pyx-out-overlap", "csoftmax/_csoftmax.pyx",
+           "return (x_hi <= o_lo or o_hi <= x_lo) and _strides_nest(o)",
+           "return (x_hi <= o_lo + cnp.PyArray_ITEMSIZE(x) or o_hi <= x_lo) and _strides_nest(o)",
+           "an out= one element into the input taken as clear of it"),
+    Mutant("pyx-memory-order", "csoftmax/_csoftmax.pyx",
+           "        result = PyArray_NewLikeArray(x, cnp.NPY_KEEPORDER, NULL, 0)",
+           "        result = PyArray_NewLikeArray(x, cnp.NPY_CORDER, NULL, 0)",
+           "small results C-ordered whatever the input's order"),
+    # ---- the engine (driver)
+    Mutant("eng-run-block", "csoftmax/src/engine.c",
+           "const csm_idx block = CSM_TILE_BYTES / p->es / p->width * p->width;",
+           "const csm_idx block = CSM_TILE_BYTES / p->es / p->width * p->width - 1;",
+           "staged runs cut into blocks that are not whole vectors"),
+    Mutant("eng-direct-negate", "csoftmax/src/engine.c",
+           "p->direct[OPD_IN] = p->direct[OPD_IN] && !c->negate && !c->mask.data",
+           "p->direct[OPD_IN] = p->direct[OPD_IN] && !c->mask.data",
+           "softmin's input read in place, without its negation"),
+    Mutant("eng-mask-f16", "csoftmax/src/engine.c",
+           "const uint16_t h = log ? 0xfc00 : 0;", "const uint16_t h = log ? 0xfc00 : 0x7e00;",
+           "float16 rows whose every entry is masked give NaN, not 0"),
+    Mutant("eng-mask-stride", "csoftmax/src/engine.c",
+           "if (mk[i * mask_stride]) continue;", "if (mk[i]) continue;",
+           "the masked-row fix-up reads a strided mask as packed"),
+    Mutant("eng-f16-round", "csoftmax/src/engine.c",
+           "uint32_t r = mag + 0xc8000fffu + ((mag >> 13) & 1u);", "uint32_t r = mag + 0xc8000000u;",
+           "scalar float16 conversion truncates instead of rounding"),
+    # ---- the kernels
+    Mutant("ker-stage-negate", "csoftmax/src/kernels.inc",
+           "for (csm_idx i = 0; i < len; i++) tf[i] = -((const float *)raw)[i];",
+           "for (csm_idx i = 0; i < len; i++) tf[i] = ((const float *)raw)[i];",
+           "staged float32 softmin input loses its negation (long and strided rows)"),
+    Mutant("ker-stage-negate-late", "csoftmax/src/kernels.inc",
+           "if (negate && !negated) {", "if (negate && negated) {",
+           "float16 and widened softmin input loses its negation"),
+    Mutant("ker-stage-mask-stride", "csoftmax/src/kernels.inc",
+           "mask_store[i] = mk[i * mask->stride];", "mask_store[i] = mk[i];",
+           "a strided or broadcast mask read as packed"),
+    Mutant("ker-backward-sign", "csoftmax/src/kernels_type.inc",
+           "? g - TY(exp_output)(y) * s :", "? g + TY(exp_output)(y) * s :",
+           "log_softmax_backward adds the sum term"),
+    Mutant("ker-log-count", "csoftmax/src/kernels.inc",
+           "out[r] = (count[r] - vd_set1(1.0)) * vd_set1(", "out[r] = count[r] * vd_set1(",
+           "log1p of the float64 log-sum counts the top entry twice"),
+    Mutant("ker-log-f32-low", "csoftmax/src/kernels.inc",
+           "CSM_FMA_F32(scale[r], t_hi[r], CSM_FMA_F32(scale[r], t_lo[r], (count[r] - vf_set1(1.0f)) * up))",
+           "CSM_FMA_F32(scale[r], t_hi[r], (count[r] - vf_set1(1.0f)) * up)",
+           "the float32 log-sum drops the low part of the exact sum"),
+    Mutant("ker-lane-mask", "csoftmax/src/kernels.inc",
+           "return iota < vi_set1((int32_t)n);", "return iota <= vi_set1((int32_t)n);",
+           "float32 partial vectors take one lane too many"),
+    Mutant("ker-hmax", "csoftmax/src/kernels.inc",
+           "for (int w = CSM_NF / 2; w >= 1; w /= 2) a = vf_max_num(",
+           "for (int w = CSM_NF / 2; w > 1; w /= 2) a = vf_max_num(",
+           "the float32 row maximum misses half the lanes' last step"),
+    Mutant("ker-avx2-f16-store", "csoftmax/src/kernels_avx2.c",
+           "_mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));",
+           "_mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_ZERO));",
+           "AVX2 float16 stores truncate"),
+]
+
+COMPILED = (".c", ".h", ".inc", ".pyx", ".pxd")
+
+
+def run(cmd, cwd, env, log, timeout=None):
+    with open(log, "ab") as out:
+        return subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+
+
+def build(copy, env, log):
+    if run([sys.executable, "setup.py", "build_ext", "--inplace"], copy, env, log) != 0:
+        sys.exit(f"the build failed: see {log}")
+
+
+def first_failure(log):
+    """The first failing test's id in a pytest -x log, or the last line."""
+    lines = open(log, errors="replace").read().splitlines()
+    for line in lines:
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ")[0]
+    return lines[-1] if lines else ""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated mutant ids")
+    parser.add_argument("--rotate", type=int, help="run N mutants, chosen by the commit count")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds for one mutant's test run")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = parser.parse_args()
+
+    for m in MUTANTS:
+        text = open(os.path.join(ROOT, m.path)).read()
+        if text.count(m.old) != 1:
+            sys.exit(f"mutant {m.id}: its anchor occurs {text.count(m.old)} times in {m.path} (must be once)")
+    if len({m.id for m in MUTANTS}) != len(MUTANTS):
+        sys.exit("mutant ids repeat")
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.id:24} {m.path:28} {m.what}")
+        return 0
+    chosen = MUTANTS
+    if args.only:
+        ids = args.only.split(",")
+        unknown = set(ids) - {m.id for m in MUTANTS}
+        if unknown:
+            sys.exit(f"unknown mutant ids: {sorted(unknown)}")
+        chosen = [m for m in MUTANTS if m.id in ids]
+    elif args.rotate:
+        count = int(subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=ROOT, capture_output=True,
+                                   text=True, check=True).stdout)
+        start = count * args.rotate % len(MUTANTS)
+        chosen = [MUTANTS[(start + i) % len(MUTANTS)] for i in range(min(args.rotate, len(MUTANTS)))]
+
+    scratch = tempfile.mkdtemp(prefix="csoftmax-mutate-")
+    copy = os.path.join(scratch, "src")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        os.makedirs(os.path.join(copy, os.path.dirname(rel)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), os.path.join(copy, rel))
+    env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
+    if shutil.which("ccache"):
+        env.update(CC="ccache " + os.environ.get("CC", "gcc"), CCACHE_DIR=os.path.join(scratch, "ccache"))
+    log = os.path.join(scratch, "build.log")
+    print(f"building the unmutated copy in {copy} ({'with' if 'CCACHE_DIR' in env else 'without'} ccache)",
+          flush=True)
+    build(copy, env, log)
+    where = subprocess.run([sys.executable, "-c", "import csoftmax; print(csoftmax.__file__)"], cwd=copy, env=env,
+                           capture_output=True, text=True).stdout.strip()
+    if not where.startswith(copy + os.sep):
+        sys.exit(f"the tests would import csoftmax from {where!r}, not the copy")
+    sanity = os.path.join(scratch, "unmutated.log")
+    if run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"], copy, env, sanity) != 0:
+        sys.exit(f"the unmutated copy fails its tests: see {sanity}")
+
+    rows, survivors = [], []
+    for m in chosen:
+        target = os.path.join(copy, m.path)
+        original = open(target).read()
+        with open(target, "w") as f:
+            f.write(original.replace(m.old, m.new))
+        log = os.path.join(scratch, f"{m.id}.log")
+        began = time.monotonic()
+        try:
+            if m.path.endswith(COMPILED):
+                build(copy, env, log)
+            try:
+                status = run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"], copy, env, log,
+                             timeout=args.timeout)
+                verdict = "killed" if status != 0 else "SURVIVED"
+                by = first_failure(log) if status != 0 else ""
+            except subprocess.TimeoutExpired:
+                verdict, by = "killed", f"(no result within {args.timeout:.0f} s)"
+        finally:
+            with open(target, "w") as f:
+                f.write(original)
+            if m.path.endswith(COMPILED):
+                build(copy, env, os.path.join(scratch, "build.log"))
+        if verdict == "SURVIVED":
+            survivors.append(m.id)
+        rows.append((m.id, m.what, verdict, by, time.monotonic() - began))
+        print(f"{m.id:24} {verdict:8} {time.monotonic() - began:6.0f} s  {by}", flush=True)
+
+    print("\n| mutant | planted bug | result | first test to fail |\n|---|---|---|---|")
+    for mid, what, verdict, by, _ in rows:
+        print(f"| {mid} | {what} | {verdict} | {by} |")
+    print(f"\n{len(rows) - len(survivors)} of {len(rows)} mutants killed"
+          + (f"; survivors: {', '.join(survivors)}" if survivors else ""))
+    if args.keep or survivors:
+        print(f"logs kept in {scratch}")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
