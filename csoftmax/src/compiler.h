@@ -7,6 +7,8 @@
  *       applied to every function instead. The build's global flags stay at the architecture's baseline.
  *   CSM_SHUFFLE(v, idx): lane i of the result is lane idx[i] of v (idx an integer vector of v's lane count).
  *   CSM_ALWAYS_INLINE: inline even where the compiler's heuristics would not (with `static inline`).
+ *   csm_spin_pause(): tells the CPU that this thread is polling (x86 pause, Arm yield; nothing elsewhere), so a
+ *       spin-wait leaves the core's resources to its sibling thread and does not flood the memory system.
  */
 #ifndef CSOFTMAX_COMPILER_H
 #define CSOFTMAX_COMPILER_H
@@ -26,5 +28,14 @@
 #endif
 
 #define CSM_ALWAYS_INLINE __attribute__((always_inline))
+
+static inline void csm_spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 #endif

@@ -7,31 +7,58 @@
 #include "softmax.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
+/* cpuid(leaf, subleaf) into r[] = {eax, ebx, ecx, edx}: 0 if the CPU has no such leaf. xcr0(): the register state
+ * the OS saves on a context switch (bits 1, 2: XMM, YMM; 5-7: opmask and ZMM), read only where cpuid leaf 1 says
+ * OSXSAVE. GCC and clang (clang-cl too) use <cpuid.h> and inline assembly, MSVC its intrinsics. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+
+static int cpuid(unsigned int leaf, unsigned int subleaf, unsigned int r[4])
+{
+    int regs[4];
+    __cpuid(regs, (int)(leaf & 0x80000000u));
+    if ((unsigned int)regs[0] < leaf) return 0;
+    __cpuidex(regs, (int)leaf, (int)subleaf);
+    for (int i = 0; i < 4; i++) r[i] = (unsigned int)regs[i];
+    return 1;
+}
+
+static unsigned int xcr0(void) { return (unsigned int)_xgetbv(0); }
+#else
 #include <cpuid.h>
+
+static int cpuid(unsigned int leaf, unsigned int subleaf, unsigned int r[4])
+{
+    return __get_cpuid_count(leaf, subleaf, &r[0], &r[1], &r[2], &r[3]);
+}
+
+static unsigned int xcr0(void)
+{
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return lo;
+}
+#endif
 
 static int x86_probe_avx2_fma_f16c(void)
 {
-    unsigned int a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned int r[4];
+    if (!cpuid(1, 0, r)) return 0;
     const unsigned int fma = 1u << 12, osxsave = 1u << 27, avx = 1u << 28, f16c = 1u << 29;
-    if ((c & (fma | osxsave | avx | f16c)) != (fma | osxsave | avx | f16c)) return 0;
-    unsigned int xcr0_lo, xcr0_hi;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 6u) != 6u) return 0;             /* XMM and YMM state enabled by the OS */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    return (b >> 5) & 1u;                              /* AVX2 */
+    if ((r[2] & (fma | osxsave | avx | f16c)) != (fma | osxsave | avx | f16c)) return 0;
+    if ((xcr0() & 6u) != 6u) return 0;                 /* XMM and YMM state enabled by the OS */
+    if (!cpuid(7, 0, r)) return 0;
+    return (r[1] >> 5) & 1u;                           /* AVX2 */
 }
 
 static int x86_probe_avx512(void)
 {
-    unsigned int a, b, c, d;
+    unsigned int r[4];
     if (!x86_probe_avx2_fma_f16c()) return 0;
-    unsigned int xcr0_lo, xcr0_hi;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xe6u) != 0xe6u) return 0;        /* plus opmask and both halves of the ZMM state */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if ((xcr0() & 0xe6u) != 0xe6u) return 0;           /* plus opmask and both halves of the ZMM state */
+    if (!cpuid(7, 0, r)) return 0;
     const unsigned int f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
-    return (b & (f | dq | bw | vl)) == (f | dq | bw | vl);
+    return (r[1] & (f | dq | bw | vl)) == (f | dq | bw | vl);
 }
 
 /* cpuid traps to the hypervisor on a virtual machine (microseconds each): probe once, remember. The first call

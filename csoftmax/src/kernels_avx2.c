@@ -45,14 +45,6 @@ static inline vd vd_load_part(const double *p, csm_idx n, double fill)
     return (vd)_mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(p, k), _mm256_castsi256_pd(k));
 }
 static inline void vd_store_part(double *p, vd v, csm_idx n) { _mm256_maskstore_pd(p, mask64x4(n), (__m256d)v); }
-static inline vl vl_load_part(const int64_t *p, csm_idx n)
-{
-    return (vl)_mm256_maskload_epi64((const long long *)p, mask64x4(n));
-}
-static inline void vl_store_part(int64_t *p, vl v, csm_idx n)
-{
-    _mm256_maskstore_epi64((long long *)p, mask64x4(n), (__m256i)v);
-}
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm256_max_ps((__m256)x, (__m256)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm256_max_pd((__m256d)x, (__m256d)acc); }
 static inline vf vf_min_num(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }

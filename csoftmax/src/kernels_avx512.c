@@ -38,11 +38,6 @@ static inline vd vd_load_part(const double *p, csm_idx n, double fill)
     return (vd)_mm512_mask_loadu_pd(_mm512_set1_pd(fill), mask8(n), p);
 }
 static inline void vd_store_part(double *p, vd v, csm_idx n) { _mm512_mask_storeu_pd(p, mask8(n), (__m512d)v); }
-static inline vl vl_load_part(const int64_t *p, csm_idx n)
-{
-    return (vl)_mm512_maskz_loadu_epi64(mask8(n), p);
-}
-static inline void vl_store_part(int64_t *p, vl v, csm_idx n) { _mm512_mask_storeu_epi64(p, mask8(n), (__m512i)v); }
 static inline vf vf_max_num(vf acc, vf x) { return (vf)_mm512_max_ps((__m512)x, (__m512)acc); }
 static inline vd vd_max_num(vd acc, vd x) { return (vd)_mm512_max_pd((__m512d)x, (__m512d)acc); }
 static inline vf vf_min_num(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }

@@ -62,18 +62,6 @@ static inline void vd_store_part(double *p, vd v, csm_idx n)
     vd_store(t, v);
     for (int i = 0; i < n; i++) p[i] = t[i];
 }
-static inline vl vl_load_part(const int64_t *p, csm_idx n)
-{
-    int64_t t[CSM_ND];
-    for (int i = 0; i < CSM_ND; i++) t[i] = i < n ? p[i] : 0;
-    return vl_load(t);
-}
-static inline void vl_store_part(int64_t *p, vl v, csm_idx n)
-{
-    int64_t t[CSM_ND];
-    vl_store(t, v);
-    for (int i = 0; i < n; i++) p[i] = t[i];
-}
 #endif
 
 /* Strided lane access: lane k at p + k * stride bytes (the including file may use gather/scatter instructions). */

@@ -8,8 +8,8 @@
  * The submitting thread runs tasks too, in slices of bounded time (csm_job_help), so that between slices the
  * Python layer can take the GIL and react to Ctrl-C (csm_job_cancel stops the job at the next task boundary).
  *
- * After fork() the child has none of the parent's threads: a pthread_atfork handler forgets them, and the next
- * job in the child creates its own workers.
+ * After fork() (POSIX) the child has none of the parent's threads: a fork handler forgets them, and the next job
+ * in the child creates its own workers.
  */
 #ifndef CSOFTMAX_THREADS_H
 #define CSOFTMAX_THREADS_H
