@@ -76,6 +76,7 @@ cdef extern from "src/threads.h" nogil:
     void csm_job_cancel(csm_job *job)
     void csm_job_run_inline(csm_job *job)
     int csm_default_threads()
+    int csm_cpu_quota_threads(const char *path, int n)
     int csm_get_num_threads()
     void csm_set_num_threads(int n)
     void csm_pool_state(int *workers, int *parked)
@@ -316,6 +317,12 @@ def pool_state():
 def default_num_threads():
     """CPUs this process may use: its affinity mask, lowered by a cgroup CPU quota."""
     return csm_default_threads()
+
+
+def cpu_quota_threads(str path, int n):
+    """n lowered to the CPU limit of the cgroup v2 cpu.max file at path: the rule default_num_threads applies."""
+    cdef bytes encoded = path.encode()
+    return csm_cpu_quota_threads(encoded, n)
 
 
 # The policy layer (_api.softmax_general) handles every call the fast path below does not; _api registers it.

@@ -320,3 +320,23 @@ def test_ctrl_c_is_seen_within_a_task_on_long_axes(case):
     assert reactions[1] < 0.2, reactions
     assert reactions[2] < 2.0, reactions
     assert lines[3] == "True"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="cgroup files exist on Linux only")
+@pytest.mark.parametrize("content, n, expected", [
+    ("max 100000\n", 8, 8),                  # no limit
+    ("150000 100000\n", 8, 2),               # 1.5 CPUs of time: rounded up
+    ("50000 100000\n", 8, 1),                # half a CPU: still one thread
+    ("400000 100000\n", 2, 2),               # a limit above the CPUs this process may use changes nothing
+    ("200000 50000\n", 16, 4),
+    ("garbage\n", 4, 4), ("", 4, 4),
+])
+def test_the_default_thread_count_follows_a_cgroup_cpu_quota(tmp_path, content, n, expected):
+    (tmp_path / "cpu.max").write_text(content)
+    assert _core.cpu_quota_threads(str(tmp_path / "cpu.max"), n) == expected
+    assert _core.cpu_quota_threads(str(tmp_path / "missing"), n) == n
+
+
+def test_the_default_thread_count_is_the_affinity_mask_under_this_machines_quota():
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _core.default_num_threads() == _core.cpu_quota_threads("/sys/fs/cgroup/cpu.max", usable)

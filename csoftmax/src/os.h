@@ -10,6 +10,7 @@
  *   csm_at_fork_child         a handler the child of fork() runs (Win32 has no fork: nothing to do)
  *   csm_now_ms                a monotonic clock in milliseconds
  *   csm_usable_cpus           CPUs this process may run on (affinity; on Linux also a cgroup v2 CPU quota), >= 1
+ *   csm_cpu_quota_limit       (POSIX) a count lowered to the limit of a cgroup v2 cpu.max file
  *   csm_aligned_alloc/free    heap blocks with an alignment (a power of two, at least sizeof(void *))
  *   csm_page_size, csm_pages_map/unmap   zeroed, page-aligned memory straight from the OS; `huge` asks for huge
  *                             pages where the OS takes that hint (Linux transparent huge pages)
@@ -254,6 +255,23 @@ static inline double csm_now_ms(void)
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
+/* n lowered to the CPU limit of a cgroup v2 cpu.max file at path ("max", or "<quota> <period>": microseconds of
+ * CPU time per period, rounded up to whole CPUs; a container's limit); n itself when there is no such file or limit */
+static inline int csm_cpu_quota_limit(const char *path, int n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return n;
+    char quota[32];
+    long period;
+    if (fscanf(f, "%31s %ld", quota, &period) == 2 && quota[0] != 'm' && period > 0) {
+        long q = atol(quota);
+        long limit = (q + period - 1) / period;
+        if (limit >= 1 && limit < n) n = (int)limit;
+    }
+    fclose(f);
+    return n;
+}
+
 static inline int csm_usable_cpus(void)
 {
     int n = 1;
@@ -266,21 +284,7 @@ static inline int csm_usable_cpus(void)
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         n = online > 0 ? (int)online : 1;
     }
-#ifdef __linux__
-    /* a container's CPU limit: "max" or "<quota> <period>", in microseconds of CPU time per period */
-    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
-    if (f) {
-        char quota[32];
-        long period;
-        if (fscanf(f, "%31s %ld", quota, &period) == 2 && quota[0] != 'm' && period > 0) {
-            long q = atol(quota);
-            int limit = (int)((q + period - 1) / period);
-            if (limit >= 1 && limit < n) n = limit;
-        }
-        fclose(f);
-    }
-#endif
-    return n < 1 ? 1 : n;
+    return csm_cpu_quota_limit("/sys/fs/cgroup/cpu.max", n < 1 ? 1 : n);
 }
 
 static inline void *csm_aligned_alloc(size_t alignment, size_t bytes)

@@ -257,3 +257,13 @@ int csm_get_num_threads(void)
 
 /* CPUs this process may run on, lowered by a cgroup v2 CPU quota (containers), at least 1. */
 int csm_default_threads(void) { return csm_usable_cpus(); }
+
+int csm_cpu_quota_threads(const char *path, int n)
+{
+#ifdef _WIN32
+    (void)path;
+    return n;
+#else
+    return csm_cpu_quota_limit(path, n);
+#endif
+}

@@ -42,6 +42,7 @@ void csm_pool_state(int *workers, int *parked);     /* workers created, and how 
 void *csm_scratch(int which, size_t bytes);
 
 int csm_default_threads(void);                      /* CPUs this process may use (affinity and cgroup quota) */
+int csm_cpu_quota_threads(const char *path, int n); /* n lowered to a cgroup v2 cpu.max file's limit (POSIX) */
 int csm_get_num_threads(void);                      /* the setting (default: csm_default_threads) */
 void csm_set_num_threads(int n);
 
