@@ -7,9 +7,19 @@
  *       applied to every function instead. The build's global flags stay at the architecture's baseline.
  *   CSM_SHUFFLE(v, idx): lane i of the result is lane idx[i] of v (idx an integer vector of v's lane count).
  *   CSM_ALWAYS_INLINE: inline even where the compiler's heuristics would not (with `static inline`).
+ *   CSM_GLIBC_BASE: on glibc, the first symbol version of the architecture, for `.symver` bindings that keep the
+ *       extension loadable on the oldest glibc its wheel promises (threads.c, kernels.inc).
  */
 #ifndef CSOFTMAX_COMPILER_H
 #define CSOFTMAX_COMPILER_H
+
+#include <limits.h>   /* (any libc header: defines __GLIBC__ on glibc) */
+
+#if defined(__GLIBC__) && defined(__x86_64__)
+#define CSM_GLIBC_BASE "GLIBC_2.2.5"
+#elif defined(__GLIBC__) && defined(__aarch64__)
+#define CSM_GLIBC_BASE "GLIBC_2.17"
+#endif
 
 #define CSM_PRAGMA(text) _Pragma(#text)
 

@@ -8,16 +8,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compiler.h"
 #include "threads.h"
 
 /* glibc 2.34 moved the thread functions into libc under a new symbol version; binding those used here to their
  * original versions keeps the wheel loadable on the older glibc that manylinux_2_28 promises (it exists in both). */
-#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
-#if defined(__x86_64__)
-#define CSM_GLIBC_BASE "GLIBC_2.2.5"
-#else
-#define CSM_GLIBC_BASE "GLIBC_2.17"
-#endif
+#ifdef CSM_GLIBC_BASE
 __asm__(".symver pthread_create, pthread_create@" CSM_GLIBC_BASE);
 __asm__(".symver pthread_key_create, pthread_key_create@" CSM_GLIBC_BASE);
 __asm__(".symver pthread_getspecific, pthread_getspecific@" CSM_GLIBC_BASE);
