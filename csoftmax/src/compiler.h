@@ -9,9 +9,19 @@
  *   CSM_ALWAYS_INLINE: inline even where the compiler's heuristics would not (with `static inline`).
  *   csm_spin_pause(): tells the CPU that this thread is polling (x86 pause, Arm yield; nothing elsewhere), so a
  *       spin-wait leaves the core's resources to its sibling thread and does not flood the memory system.
+ *   CSM_GLIBC_BASE: on glibc, the first symbol version of the architecture, for `.symver` bindings that keep the
+ *       extension loadable on the oldest glibc its wheel promises (os.h, kernels.inc).
  */
 #ifndef CSOFTMAX_COMPILER_H
 #define CSOFTMAX_COMPILER_H
+
+#include <limits.h>   /* (any libc header: defines __GLIBC__ on glibc) */
+
+#if defined(__GLIBC__) && defined(__x86_64__)
+#define CSM_GLIBC_BASE "GLIBC_2.2.5"
+#elif defined(__GLIBC__) && defined(__aarch64__)
+#define CSM_GLIBC_BASE "GLIBC_2.17"
+#endif
 
 #define CSM_PRAGMA(text) _Pragma(#text)
 

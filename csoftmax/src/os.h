@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "compiler.h"                    /* CSM_GLIBC_BASE */
+
 /* what csm_thread_start hands its new thread (freed by the thread): the OSes' thread functions have other types */
 typedef struct { void (*fn)(void *); void *arg; } csm_thread_start_args;
 
@@ -169,12 +171,7 @@ static inline void csm_pages_unmap(void *p, size_t bytes)
 /* glibc 2.34 moved the thread functions into libc under a new symbol version; binding those used here to their
  * original versions keeps the wheel loadable on the older glibc that manylinux_2_28 promises (it exists in both).
  * A directive for a function a file does not call adds nothing to its object. */
-#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
-#if defined(__x86_64__)
-#define CSM_GLIBC_BASE "GLIBC_2.2.5"
-#else
-#define CSM_GLIBC_BASE "GLIBC_2.17"
-#endif
+#ifdef CSM_GLIBC_BASE
 __asm__(".symver pthread_create, pthread_create@" CSM_GLIBC_BASE);
 __asm__(".symver pthread_key_create, pthread_key_create@" CSM_GLIBC_BASE);
 __asm__(".symver pthread_getspecific, pthread_getspecific@" CSM_GLIBC_BASE);
