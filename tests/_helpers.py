@@ -208,3 +208,11 @@ def make_layout(base, layout):
             return np.broadcast_to(base, ())
         return np.broadcast_to(base[:1], base.shape)
     raise ValueError(layout)
+
+
+def with_forward_override(base):
+    """A subclass of the module class `base` whose forward is 2 * base's forward + 1 (calling it must run it)."""
+    class Shifted(base):
+        def forward(self, input):
+            return 2 * super().forward(input) + 1
+    return Shifted

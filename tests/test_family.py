@@ -10,7 +10,7 @@ import pytest
 
 import csoftmax
 
-from _helpers import assert_softmax_close, reference_log_softmax, reference_softmax
+from _helpers import assert_softmax_close, reference_log_softmax, reference_softmax, with_forward_override
 
 RNG = np.random.default_rng(2025)
 SHAPES = [(7,), (5, 9), (3, 4, 5), (2, 3, 4, 5), (4, 1, 6), (3, 70)]
@@ -152,12 +152,6 @@ def test_family_classes_behave_like_torch_modules(cls, torch_cls):
 
 @pytest.mark.parametrize("name", ["Softmax", "LogSoftmax", "Softmin", "Softmax2d"])
 def test_calling_a_subclass_runs_its_forward_override_as_torch_does(name):
-    def with_forward_override(base):
-        class Shifted(base):
-            def forward(self, input):
-                return 2 * super().forward(input) + 1
-        return Shifted
-
     x = RNG.standard_normal((2, 3, 4))
     args = () if name == "Softmax2d" else (1,)
     ours = with_forward_override(getattr(csoftmax, name))(*args)

@@ -16,7 +16,7 @@ F = torch.nn.functional
 import csoftmax  # noqa: E402
 from csoftmax import Softmax, softmax  # noqa: E402
 
-from _helpers import LAYOUTS, make_layout, native  # noqa: E402
+from _helpers import LAYOUTS, make_layout, native, with_forward_override  # noqa: E402
 
 TORCH_DTYPE = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
                np.dtype(np.float64): torch.float64}
@@ -261,12 +261,6 @@ def test_family_classes_match_torch_modules(cls):
 
 @pytest.mark.parametrize("name", ["Softmax", "LogSoftmax", "Softmin", "Softmax2d"])
 def test_a_subclass_with_a_forward_override_matches_torchs(name):
-    def with_forward_override(base):
-        class Shifted(base):
-            def forward(self, input):
-                return 2 * super().forward(input) + 1
-        return Shifted
-
     x = FAMILY_RNG.standard_normal((2, 3, 4))
     args = () if name == "Softmax2d" else (1,)
     ours = with_forward_override(getattr(csoftmax, name))(*args)
