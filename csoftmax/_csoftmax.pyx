@@ -31,6 +31,7 @@ cdef extern from "src/softmax.h" nogil:
         CSM_LOG_SOFTMAX
         CSM_SOFTMAX_BACKWARD
         CSM_LOG_SOFTMAX_BACKWARD
+        CSM_LOGSUMEXP
         CSM_MAX_WORKERS
     ctypedef struct csm_type_kernels:
         int width
@@ -56,6 +57,7 @@ cdef extern from "src/softmax.h" nogil:
         csm_operand grad
         csm_operand mask
         csm_operand out
+        csm_operand state
     ctypedef struct csm_plan:
         pass
     ctypedef struct csm_job:
@@ -204,6 +206,7 @@ OP_SOFTMAX = CSM_SOFTMAX
 OP_LOG_SOFTMAX = CSM_LOG_SOFTMAX
 OP_SOFTMAX_BACKWARD = CSM_SOFTMAX_BACKWARD
 OP_LOG_SOFTMAX_BACKWARD = CSM_LOG_SOFTMAX_BACKWARD
+OP_LOGSUMEXP = CSM_LOGSUMEXP
 
 
 cdef void _operand(csm_operand *o, cnp.ndarray a, int dtype):
@@ -248,11 +251,79 @@ cdef int _run_into(cnp.ndarray x, cnp.ndarray out, int axis, int op, bint negate
     _operand(&call.out, out, _dtype_code(out))
     call.mask.data = NULL
     call.grad.data = NULL
+    call.state.data = NULL
     if mask is not None:
         _operand(&call.mask, mask, _mask_code(mask))
     if grad is not None:
         _operand(&call.grad, grad, _dtype_code(grad))
     return _run(&call)
+
+
+cdef bint _is_state_of(cnp.ndarray state, cnp.ndarray x, int axis):
+    """Whether state is a native, aligned float64 array of x's shape without axis, then 2 (contiguous)."""
+    cdef int nd = cnp.PyArray_NDIM(x), d
+    if cnp.PyArray_TYPE(state) != cnp.NPY_FLOAT64 or cnp.PyArray_NDIM(state) != nd or not (
+            cnp.PyArray_ISNOTSWAPPED(state) and cnp.PyArray_ISALIGNED(state)):
+        return False
+    if cnp.PyArray_DIMS(state)[nd - 1] != 2 or cnp.PyArray_STRIDES(state)[nd - 1] != 8:
+        return False
+    for d in range(nd):
+        if d != axis and cnp.PyArray_DIMS(state)[d - (d > axis)] != cnp.PyArray_DIMS(x)[d]:
+            return False
+    return True
+
+
+def row_state(cnp.ndarray x, cnp.ndarray state, int axis, cnp.ndarray mask=None):
+    """Writes the state of x's rows along axis (x: float16/32/64, ndim >= 1, any strides and byte order; mask: bool
+    of x's shape, a broadcast view is fine) into state, float64 of x's shape without the axis and then 2: per row
+    the maximum m and log S, S = sum exp(x - m) (NaN where m is not finite)."""
+    if cnp.PyArray_NDIM(x) == 0 or not 0 <= axis < cnp.PyArray_NDIM(x) or not _is_state_of(state, x, axis):
+        raise ValueError("internal: row_state needs a state of x's shape without the axis, then 2 float64")
+    if mask is not None and not cnp.PyArray_SAMESHAPE(mask, x):
+        raise ValueError("internal: row_state needs a mask of x's shape")
+    cdef csm_call call
+    cdef cnp.npy_intp strides[64]
+    _state_call(&call, x, state, axis, strides)
+    call.func = CSM_LOGSUMEXP
+    if mask is not None:
+        _operand(&call.mask, mask, _mask_code(mask))
+    _run(&call)
+    return state
+
+
+def apply_state(cnp.ndarray x, cnp.ndarray state, cnp.ndarray out, int axis, int op):
+    """Writes softmax or log_softmax (op) of x's rows along axis against a given state (see row_state) into out
+    (x's shape, native, aligned, x itself or clear of it): exp(x - m - log S), or (x - m) - log S."""
+    if cnp.PyArray_NDIM(x) == 0 or not 0 <= axis < cnp.PyArray_NDIM(x) or not _is_state_of(state, x, axis):
+        raise ValueError("internal: apply_state needs a state of x's shape without the axis, then 2 float64")
+    if not cnp.PyArray_SAMESHAPE(out, x) or not (cnp.PyArray_ISNOTSWAPPED(out) and cnp.PyArray_ISALIGNED(out)):
+        raise ValueError("internal: apply_state needs a native, aligned out of x's shape")
+    if op != CSM_SOFTMAX and op != CSM_LOG_SOFTMAX:
+        raise ValueError("internal: apply_state computes softmax or log_softmax")
+    cdef csm_call call
+    cdef cnp.npy_intp strides[64]
+    _state_call(&call, x, state, axis, strides)
+    call.func = op
+    _operand(&call.out, out, _dtype_code(out))
+    _run(&call)
+    return out
+
+
+cdef void _state_call(csm_call *call, cnp.ndarray x, cnp.ndarray state, int axis, cnp.npy_intp *strides):
+    """A call on x with state as its state operand: the state's strides over x's dimensions (0 along the axis)."""
+    cdef int nd = cnp.PyArray_NDIM(x), d
+    for d in range(nd):
+        strides[d] = 0 if d == axis else cnp.PyArray_STRIDES(state)[d - (d > axis)]
+    call.negate = 0
+    call.ndim = nd
+    call.shape = <const csm_idx *>cnp.PyArray_DIMS(x)
+    call.axis = axis
+    _operand(&call.in_, x, _dtype_code(x))
+    call.out.data = NULL
+    call.mask.data = NULL
+    call.grad.data = NULL
+    _operand(&call.state, state, CSM_F64)
+    call.state.strides = <const csm_idx *>strides
 
 
 cdef int _run(csm_call *call) except -1:

@@ -4,9 +4,8 @@ are built on.
 For rows along `axis` (the entries where `mask` is true, all when it is None):
   m = the largest entry (NaN if any entry is NaN, -inf if there is none or all are -inf);
   l = log(sum(exp(x - m))) >= 0, NaN where m is not finite.
-logsumexp is m + l; softmax is exp(x - m - l), log_softmax (x - m) - l.
-
-These bodies are NumPy stand-ins (extended precision, slow) with the final contract; the C engine replaces them.
+logsumexp is m + l; softmax is exp(x - m - l), log_softmax (x - m) - l. Both run on the C engine's kernels
+(CSM_LOGSUMEXP, and softmax / log_softmax against a given state).
 """
 from __future__ import annotations
 
@@ -14,35 +13,50 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import _csoftmax
+
+
+def _new_state(x: np.ndarray, axis: int) -> np.ndarray:
+    """An uninitialised state for x's rows: float64, x's shape without the axis and then 2, its dimensions laid
+    out in x's memory order (so the engine walks the state as it walks x)."""
+    dims = [d for d in range(x.ndim) if d != axis]
+    order = sorted(range(len(dims)), key=lambda i: -abs(x.strides[dims[i]]))
+    state = np.empty(tuple(x.shape[dims[i]] for i in order) + (2,))
+    return state.transpose(tuple(np.argsort(order)) + (len(dims),))
+
+
+def _as_input(x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"internal: the row state needs float16, float32 or float64 input, not {x.dtype}")
+    return x
+
 
 def row_parts(x: np.ndarray, axis: int, mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """(m, l) of every row of x (float16/32/64, any strides and byte order) along axis, as two float64 arrays of
-    x's shape without the axis. float16/float32 rows give l to about 2^-45 relative, float64 rows to an ulp."""
-    wide = np.asarray(x, dtype=np.longdouble)
-    if mask is not None:
-        wide = np.where(mask, wide, -np.inf)
-    shape = wide.shape[:axis] + wide.shape[axis + 1:]
-    if wide.shape[axis] == 0:
-        return np.full(shape, -np.inf), np.full(shape, np.nan)
-    with np.errstate(invalid="ignore", over="ignore"):
-        m = np.max(wide, axis=axis, keepdims=True)
-        finite = np.isfinite(m)
-        s = np.sum(np.exp(wide - np.where(finite, m, 0)), axis=axis, keepdims=True)
-        l = np.where(finite, np.log(s), np.nan)
-    return np.squeeze(m, axis).astype(np.float64), np.squeeze(l, axis).astype(np.float64)
+    """(m, l) of every row of x (float16/32/64, ndim >= 1, any strides and byte order) along axis, as two float64
+    arrays of x's shape without the axis. l is as exact as log_softmax's log S: float16/float32 rows to float32
+    precision, float64 rows to float64's."""
+    x = _as_input(x)
+    state = _new_state(x, axis)
+    if x.shape[axis] == 0:
+        state[..., 0] = -np.inf
+        state[..., 1] = np.nan
+    elif state.size:
+        if mask is not None:
+            mask = np.broadcast_to(mask, x.shape)
+        _csoftmax.row_state(x, state, axis, mask)
+    return state[..., 0], state[..., 1]
 
 
 def apply(x: np.ndarray, axis: int, m: np.ndarray, l: np.ndarray, log: bool, out: np.ndarray) -> np.ndarray:
     """softmax (log: log_softmax) of x's rows along axis against given (m, l) (float64, x's shape without the
-    axis), into out (x's shape, float16/32/64): exp(x - m - l) or (x - m) - l, NaN in rows whose m is not
-    finite. Entries of x above m give values above 1 (above 0): the caller's m must be the rows' maximum."""
-    wide = np.asarray(x, dtype=np.longdouble)
-    mm = np.expand_dims(np.asarray(m, np.longdouble), axis)
-    ll = np.expand_dims(np.asarray(l, np.longdouble), axis)
-    with np.errstate(invalid="ignore", over="ignore"):
-        y = (wide - mm) - ll
-        if not log:
-            y = np.exp(y)
-        y = np.where(np.isfinite(mm), y, np.nan)
-    np.copyto(out, y, casting="unsafe")
+    axis), into out (x's shape, float16/32/64, native and aligned, x itself or clear of it): exp(x - m - l) or
+    (x - m) - l, NaN in rows whose m is not finite. Entries of x above m give values above 1 (above 0): the
+    caller's m must be the rows' maximum."""
+    x = _as_input(x)
+    if out.size == 0:
+        return out
+    state = _new_state(x, axis)
+    state[..., 0] = m
+    state[..., 1] = l
+    _csoftmax.apply_state(x, state, out, axis, _csoftmax.OP_LOG_SOFTMAX if log else _csoftmax.OP_SOFTMAX)
     return out

@@ -34,11 +34,12 @@
 
 #define MAX_DIMS 64                  /* NumPy 2's NPY_MAXDIMS (NumPy 1 allows 32) */
 
-enum { OPD_IN, OPD_GRAD, OPD_MASK, OPD_OUT, N_OPD };
+enum { OPD_IN, OPD_GRAD, OPD_MASK, OPD_OUT, OPD_STATE, N_OPD };
 enum { PATH_ROWS, PATH_RUNS, PATH_LANES };
 
 /* The functions as the engine walks them: what they read and how many passes over the axis they take (two
- * reductions and an output, or one reduction and an output). The kernels take the function as a value. */
+ * reductions and an output, or one reduction and an output; logsumexp's output is the rows' state, written once
+ * per row). The kernels take the function as a value. */
 typedef struct {
     int operands;                    /* 1: in; 2: in (the forward's y) and grad */
     int phases;                      /* passes over the axis */
@@ -49,7 +50,11 @@ static const csm_function functions[CSM_N_FUNCS] = {
     [CSM_LOG_SOFTMAX] = {.operands = 1, .phases = 3},
     [CSM_SOFTMAX_BACKWARD] = {.operands = 2, .phases = 2},
     [CSM_LOG_SOFTMAX_BACKWARD] = {.operands = 2, .phases = 2},
+    [CSM_LOGSUMEXP] = {.operands = 1, .phases = 3},
 };
+
+/* log_softmax's reductions: the top two, then the sum below the top with the count of maxima */
+static int log_family(int func) { return func == CSM_LOG_SOFTMAX || func == CSM_LOGSUMEXP; }
 
 
 typedef struct {
@@ -64,7 +69,8 @@ static csm_idx dtype_size(int dtype) { return dtype == CSM_F16 ? 2 : dtype == CS
 
 static const csm_operand *operand(const csm_call *c, int o)
 {
-    return o == OPD_IN ? &c->in : o == OPD_GRAD ? &c->grad : o == OPD_MASK ? &c->mask : &c->out;
+    return o == OPD_IN ? &c->in : o == OPD_GRAD ? &c->grad : o == OPD_MASK ? &c->mask : o == OPD_OUT ? &c->out
+                                                                                           : &c->state;
 }
 
 static csm_idx stride_of(const csm_call *c, int o, int d)
@@ -200,7 +206,7 @@ static void slot_reset(slot *s, int func, int phase, int ct, csm_idx lanes)
         memset(s->lo, 0, lanes * 8);
         memset(s->raw_hi, 0, SLOT_LANES(lanes) * 8);
         memset(s->raw_lo, 0, SLOT_LANES(lanes) * 8);
-        if (func == CSM_LOG_SOFTMAX) {
+        if (log_family(func)) {
             memset(s->count, 0, lanes * 8);
             memset(s->raw_count, 0, SLOT_LANES(lanes) * 8);
         }
@@ -279,6 +285,7 @@ struct csm_plan {
     int fused, short_rows;
     int half;                        /* float16 operands the kernels convert themselves (see plan_init) */
     int store_e;                     /* runs and streamed lanes keep exp in the output for the last pass */
+    int apply;                       /* softmax or log_softmax against a given state: the output pass alone */
     csm_idx n_outer, elements;
     csm_idx per_task, tasks_per_outer;   /* rows and lanes: lanes per task (lanes: the panel), tasks per outer */
     csm_idx classes, run_len, units;     /* runs: classes per run, its length, how many runs */
@@ -308,7 +315,7 @@ static void merge_state(const csm_plan *p, int phase, const slot_list *list, csm
     double *total = NULL;
     int64_t *count = NULL;
     char *top = NULL, *second = NULL, *lh = NULL, *ll = NULL;
-    if (phase == 1 && func == CSM_LOG_SOFTMAX) {
+    if (phase == 1 && log_family(func)) {
         char *block = malloc((size_t)n * 8 * 6);
         if (!block) {
             ((csm_plan *)p)->failed = 1;
@@ -356,6 +363,36 @@ static void merge_state(const csm_plan *p, int phase, const slot_list *list, csm
     void *fields[5] = {pt->m, pt->m2, pt->m2e, pt->a, pt->b};
     for (int f = 0; f < 5; f++)
         for (csm_idx j = n; j < pattern_lanes; j++) store_t(ct, fields[f], j, load_t(ct, fields[f], j % n));
+}
+
+/* logsumexp's result: n rows' state (m, log S) from their patterns, rows `stride` bytes apart from `at` */
+static void store_state(const csm_plan *p, char *at, csm_idx stride, csm_idx n, const patterns *pt)
+{
+    for (csm_idx q = 0; q < n; q++) {
+        double *st = (double *)(at + q * stride);
+        st[0] = load_t(p->ct, pt->m, q);
+        st[1] = load_t(p->ct, pt->a, q) + load_t(p->ct, pt->b, q);
+    }
+}
+
+/* A given state as the output pass's patterns: m, and 1/S = exp(-log S) (softmax) or log S split into two parts
+ * of the compute type (log_softmax); NaN where m is not finite, as the functions' own merge gives. Classes repeat
+ * across `pattern_lanes` (see merge_state). */
+static void load_state(const csm_plan *p, const char *at, csm_idx stride, csm_idx n, csm_idx pattern_lanes,
+                       patterns *pt)
+{
+    const int ct = p->ct;
+    for (csm_idx j = 0; j < pattern_lanes; j++) {
+        const double *st = (const double *)(at + (j % n) * stride), m = st[0], l = st[1];
+        const double hi = isfinite(m) ? (ct == CSM_F32 ? (double)(float)l : l) : NAN;
+        store_t(ct, pt->m, j, m);
+        if (p->c->func == CSM_SOFTMAX) {
+            store_t(ct, pt->a, j, isfinite(m) ? exp(-l) : NAN);
+        } else {
+            store_t(ct, pt->a, j, hi);
+            store_t(ct, pt->b, j, isfinite(m) ? l - hi : NAN);
+        }
+    }
 }
 
 static void outer_offsets(const layout *L, csm_idx outer, csm_idx off[N_OPD])
@@ -409,8 +446,10 @@ static void mask_fixup(const csm_plan *p, csm_idx out_off, csm_idx out_stride, c
                        csm_idx n)
 {
     const csm_call *c = p->c;
+    /* (logsumexp's result is the rows' state: no entry of its own) */
+    if (!c->mask.data || c->func == CSM_LOGSUMEXP || n == 0) return;
     char *q = (char *)c->out.data + out_off;
-    if (!c->mask.data || n == 0 || !out_is_nan(c, q)) return;
+    if (!out_is_nan(c, q)) return;
     const uint8_t *mk = (const uint8_t *)c->mask.data + mask_off;
     const int log = c->func == CSM_LOG_SOFTMAX;
     const uint16_t h = log ? 0xfc00 : 0;
@@ -501,14 +540,18 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     csm_idx off[N_OPD];
     outer_offsets(L, outer, off);
     const int backward = p->f->operands == 2;
+    /* where the kernels put their results: the output, or logsumexp's state */
+    const int res = c->func == CSM_LOGSUMEXP ? OPD_STATE : OPD_OUT;
+    char *const res_at = (char *)operand(c, res)->data + off[res];
+    const csm_idx res_lane = L->lane[res];
     csm_fused a = {.func = c->func, .n = n};
     if (p->half) {
         a.x = c->in.data + off[OPD_IN] + l0 * L->lane[OPD_IN];
         a.xs = L->lane[OPD_IN];
         a.g = backward ? c->grad.data + off[OPD_GRAD] + l0 * L->lane[OPD_GRAD] : NULL;
         a.gs = L->lane[OPD_GRAD];
-        a.y = (char *)c->out.data + off[OPD_OUT] + l0 * L->lane[OPD_OUT];
-        a.ys = L->lane[OPD_OUT];
+        a.y = res_at + l0 * res_lane;
+        a.ys = res_lane;
         a.n_rows = l1 - l0;
         a.half = 1;
         if (!backward && !(a.scratch = csm_scratch(0, (size_t)CSM_ROW_GROUP * n * sizeof(float)))) {
@@ -523,8 +566,8 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         a.xs = L->lane[OPD_IN];
         a.g = backward ? c->grad.data + off[OPD_GRAD] + l0 * L->lane[OPD_GRAD] : NULL;
         a.gs = L->lane[OPD_GRAD];
-        a.y = (char *)c->out.data + off[OPD_OUT] + l0 * L->lane[OPD_OUT];
-        a.ys = L->lane[OPD_OUT];
+        a.y = res_at + l0 * res_lane;
+        a.ys = res_lane;
         a.n_rows = l1 - l0;
         const csm_idx done = p->short_rows ? p->k->short_rows(&a) : 0;
         a.x += done * a.xs;
@@ -537,7 +580,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     /* through tiles: rows of the compute type packed one after another (x, and g for the backward functions); the
      * result in place over x's tile, or x staged straight into the output when that is usable where it is */
     const csm_idx block = CSM_TILE_BYTES / row_bytes > CSM_ROW_GROUP ? CSM_TILE_BYTES / row_bytes : CSM_ROW_GROUP;
-    const int into_out = p->direct[OPD_OUT] && !backward;
+    const int into_out = p->direct[OPD_OUT] && !backward && res == OPD_OUT;
     char *tile = NULL;
     if (!into_out) {
         tile = csm_scratch(0, (size_t)block * row_bytes * (backward ? 2 : 1));
@@ -560,8 +603,8 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
             a.gs = row_bytes;
         }
         const int out_here = p->direct[OPD_OUT];
-        a.y = out_here ? (char *)c->out.data + off[OPD_OUT] + l * L->lane[OPD_OUT] : x;
-        a.ys = out_here ? L->lane[OPD_OUT] : xs;
+        a.y = out_here ? res_at + l * res_lane : x;
+        a.ys = out_here ? res_lane : xs;
         a.n_rows = rows;
         csm_fused rest = a;
         const csm_idx done = p->short_rows ? p->k->short_rows(&a) : 0;
@@ -571,7 +614,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         rest.n_rows -= done;
         if (rest.n_rows > 0) p->k->rows(&rest);
         if (!out_here) unstage_rows(p, off, l, rows, x, xs);
-        for (csm_idx r = 0; c->mask.data && r < rows; r++)
+        for (csm_idx r = 0; c->mask.data && res == OPD_OUT && r < rows; r++)
             mask_fixup(p, off[OPD_OUT] + (l + r) * L->lane[OPD_OUT], L->axis[OPD_OUT],
                        off[OPD_MASK] + (l + r) * L->lane[OPD_MASK], L->axis[OPD_MASK], n);
     }
@@ -624,7 +667,7 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
     char *dest = staged_out ? (x == (const void *)tile ? tile : tile + len * es) : y;
     if (phase == 0) {
         if (c->func == CSM_SOFTMAX) k->row_max(x, len, s->m, NULL);
-        else if (c->func == CSM_LOG_SOFTMAX) k->row_top2(x, len, s->m, s->m2);
+        else if (log_family(c->func)) k->row_top2(x, len, s->m, s->m2);
         else k->row_dot(g, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, len, s->dot, p->half);
     } else if (!last) {
         if (c->func == CSM_SOFTMAX) k->row_exp_sum(x, p->store_e ? y : NULL, len, pt->m, s->hi, s->lo);
@@ -647,6 +690,14 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
 static void run_piece(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase, slot *s, const patterns *pt)
 {
     const int last = phase == p->f->phases - 1, backward = p->f->operands == 2;
+    if (last && p->c->func == CSM_LOGSUMEXP) {         /* the state, by the run's first piece */
+        if (i0 == 0) {
+            csm_idx off[N_OPD], step[N_OPD];
+            run_offsets(p, u, off, step);
+            store_state(p, (char *)p->c->state.data + off[OPD_STATE], step[OPD_STATE], p->classes, pt);
+        }
+        return;
+    }
     const int need_x = !(last && p->c->func == CSM_SOFTMAX && p->store_e);
     if (!((need_x && !p->direct[OPD_IN]) || (backward && !p->direct[OPD_GRAD]) || (last && !p->direct[OPD_OUT]))) {
         run_block(p, u, i0, len, phase, s, pt, NULL);
@@ -678,6 +729,13 @@ static void run_whole(csm_plan *p, csm_idx u)
     slot s = slot_at(a, p->width);
     patterns pt = patterns_at(b, p->width);
     slot_list list = {p, u, 1, &s};
+    if (p->apply) {
+        csm_idx off[N_OPD], step[N_OPD];
+        run_offsets(p, u, off, step);
+        load_state(p, p->c->state.data + off[OPD_STATE], step[OPD_STATE], p->classes, p->width, &pt);
+        run_piece(p, u, 0, p->run_len, p->f->phases - 1, &s, &pt);
+        return;
+    }
     for (int phase = 0; phase < p->f->phases; phase++) {
         const int last = phase == p->f->phases - 1;
         if (!last) slot_reset(&s, p->c->func, phase, p->ct, p->width);
@@ -759,13 +817,19 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
     const csm_type_kernels *k = p->k;
     const csm_idx es = p->es;
     const int last = phase == p->f->phases - 1, backward = p->f->operands == 2;
+    if (last && c->func == CSM_LOGSUMEXP) {            /* the state, by the lanes' first piece */
+        if (s0 == 0)
+            store_state(p, (char *)c->state.data + off[OPD_STATE] + l * L->lane[OPD_STATE], L->lane[OPD_STATE],
+                        lanes, pt);
+        return;
+    }
     const int need_x = !(last && c->func == CSM_SOFTMAX && p->store_e);
     const int staged_out = last && !p->direct[OPD_OUT];
     const int staged = (need_x && !p->direct[OPD_IN]) || (backward && !p->direct[OPD_GRAD]) || staged_out;
     /* steps per block: all of them when nothing is staged, else as many as a tile holds */
     csm_idx block = s1 - s0, pending = 0;                /* pending: steps in the raw sums since a flush */
     const int sums = !last && phase == 1;
-    int64_t *counts = c->func == CSM_LOG_SOFTMAX ? s->count : NULL;
+    int64_t *counts = sums && log_family(c->func) ? s->count : NULL;
     char *tile = NULL;
     if (staged) {
         block = CSM_TILE_BYTES / (lanes * es);
@@ -802,7 +866,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
         const csm_idx ds = staged_out ? lanes * es : ys;
         if (phase == 0) {
             if (c->func == CSM_SOFTMAX) k->lanes_max(x, xs, steps, s->m, lanes);
-            else if (c->func == CSM_LOG_SOFTMAX) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes);
+            else if (log_family(c->func)) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes);
             else k->lanes_dot(g, gs, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, xs, steps, s->dot, lanes, p->half);
         } else if (sums) {
             if (pending + steps > CSM_F32_FLUSH) {
@@ -846,7 +910,7 @@ static void finish_lanes(const csm_plan *p, int phase, slot *s, csm_idx lanes, p
             memcpy(pt->a, s->dot, bytes);
     } else if (phase == 0) {
         memcpy(pt->m, s->m, bytes);
-        if (func == CSM_LOG_SOFTMAX) {
+        if (log_family(func)) {
             memcpy(pt->m2, s->m2, bytes);
             for (csm_idx l = 0; l < lanes; l++) {
                 const double m2 = load_t(ct, s->m2, l);
@@ -856,7 +920,7 @@ static void finish_lanes(const csm_plan *p, int phase, slot *s, csm_idx lanes, p
     } else {
         double *total = s->dot;                        /* (free in the forward functions) */
         for (csm_idx l = 0; l < lanes; l++) total[l] = sum_value(s->hi[l], s->lo[l]);
-        if (func == CSM_LOG_SOFTMAX)
+        if (log_family(func))
             p->k->log_sums(pt->m, pt->m2, total, s->count, pt->a, pt->b, lanes);
         else
             for (csm_idx l = 0; l < lanes; l++) store_t(ct, pt->a, l, reciprocal(ct, load_t(ct, pt->m, l), total[l]));
@@ -892,10 +956,20 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
             return;
         }
         const csm_idx u = task / p->pieces, piece = task % p->pieces, i0 = piece * p->piece_len;
+        const csm_idx len = p->run_len - i0 < p->piece_len ? p->run_len - i0 : p->piece_len;
+        if (p->apply) {
+            char b[SLOT_BYTES(16)];
+            patterns pt = patterns_at(b, p->width);
+            csm_idx off[N_OPD], step[N_OPD];
+            run_offsets(p, u, off, step);
+            load_state(p, p->c->state.data + off[OPD_STATE], step[OPD_STATE], p->classes, p->width, &pt);
+            run_piece(p, u, i0, len, p->f->phases - 1, NULL, &pt);
+            return;
+        }
         slot s = slot_at(p->state + (u * (p->pieces + 1) + piece) * SLOT_BYTES(p->slot_lanes), p->slot_lanes);
         patterns pt = unit_patterns(p, u);
         if (!last) slot_reset(&s, p->c->func, phase, p->ct, p->width);
-        run_piece(p, u, i0, p->run_len - i0 < p->piece_len ? p->run_len - i0 : p->piece_len, phase, &s, &pt);
+        run_piece(p, u, i0, len, phase, &s, &pt);
         return;
     }
     const csm_idx unit = task / p->pieces, piece = task % p->pieces;
@@ -914,6 +988,19 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
         return;
     }
     const csm_idx lanes = l1 - l0;
+    if (p->apply) {                                    /* a piece of the axis against the given state */
+        const csm_idx s0 = piece * p->piece_len, s1 = s0 + p->piece_len < L->axis_len ? s0 + p->piece_len : L->axis_len;
+        char *mem = csm_scratch(1, SLOT_BYTES(lanes));
+        if (!mem) {
+            p->failed = 1;
+            return;
+        }
+        patterns pt = patterns_at(mem, lanes);
+        load_state(p, p->c->state.data + off[OPD_STATE] + l0 * L->lane[OPD_STATE], L->lane[OPD_STATE], lanes, lanes,
+                   &pt);
+        lanes_pass(p, off, l0, lanes, s0, s1, p->f->phases - 1, NULL, &pt);
+        return;
+    }
     if (p->pieces > 1) {                               /* one piece of the axis, one phase */
         const csm_idx s0 = piece * p->piece_len, s1 = s0 + p->piece_len < L->axis_len ? s0 + p->piece_len : L->axis_len;
         slot s = slot_at(p->state + (unit * (p->pieces + 1) + piece) * SLOT_BYTES(p->slot_lanes), p->slot_lanes);
@@ -944,7 +1031,7 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
 static void plan_between(csm_job *job, int phase)
 {
     csm_plan *p = job->ctx;
-    if (p->pieces == 1) return;
+    if (p->pieces == 1 || p->apply) return;
     const int last = phase == p->f->phases - 1;
     if (p->path == PATH_RUNS) {
         for (csm_idx u = 0; u < p->units; u++) {
@@ -995,7 +1082,7 @@ static int interleaved(const csm_call *c, const layout *L, int width)
     for (int o = 0; o < N_OPD; o++) {
         const csm_operand *op = operand(c, o);
         const csm_idx size = dtype_size(op->dtype);
-        if (op->data && (L->lane[o] != size || L->axis[o] != p * size)) return 0;
+        if (o != OPD_STATE && op->data && (L->lane[o] != size || L->axis[o] != p * size)) return 0;
     }
     return 1;
 }
@@ -1008,12 +1095,14 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     p->f = &functions[c->func];
     layout *L = &p->L;
     decompose(c, L);
-    p->ct = c->out.dtype == CSM_F64 ? CSM_F64 : CSM_F32;
+    const int lse = c->func == CSM_LOGSUMEXP;
+    p->apply = c->state.data && !lse;
+    p->ct = (lse ? c->in.dtype : c->out.dtype) == CSM_F64 ? CSM_F64 : CSM_F32;
     p->es = dtype_size(p->ct);
     p->k = p->ct == CSM_F32 ? &kt->f32 : &kt->f64;
     p->width = p->k->width;
     /* a float16 result of wider input: the input rounded to float16 first, as a cast would */
-    p->round_to = c->out.dtype == CSM_F16 && c->in.dtype != CSM_F16 ? CSM_F16 : -1;
+    p->round_to = !lse && c->out.dtype == CSM_F16 && c->in.dtype != CSM_F16 ? CSM_F16 : -1;
     p->n_outer = 1;
     for (int d = 0; d < L->n_outer; d++) p->n_outer *= L->outer_shape[d];
     if (L->axis_len == 0 || L->n_lanes == 0) p->n_outer = 0;
@@ -1026,7 +1115,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     p->classes = 1;
     if (L->axis[OPD_IN] == in_size || L->n_lanes == 1 ||
         (L->lane[OPD_IN] != in_size && abs_idx(L->axis[OPD_IN]) <= abs_idx(L->lane[OPD_IN]))) {
-        p->path = (size_t)n * es <= CSM_FUSED_ROW_BYTES ? PATH_ROWS : PATH_RUNS;
+        /* (against a given state only the output pass runs: a run's) */
+        p->path = (size_t)n * es <= CSM_FUSED_ROW_BYTES && !p->apply ? PATH_ROWS : PATH_RUNS;
     } else if (interleaved(c, L, p->width)) {
         p->path = PATH_RUNS;
         p->classes = L->n_lanes;
@@ -1039,13 +1129,14 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     for (int o = 0; o < N_OPD; o++)
         p->direct[o] = usable(operand(c, o), p->ct, along_axis ? L->axis[o] : L->lane[o]);
     p->direct[OPD_IN] = p->direct[OPD_IN] && !c->negate && !c->mask.data && p->round_to < 0;
+    if (lse) p->direct[OPD_OUT] = 1;                   /* (the kernels write the state where it is) */
     p->pieces = 1;
     /* float16 operands the kernels can convert themselves: every one float16, native, aligned and contiguous
      * where the path's vectors run; which paths take them is decided per path below */
     int f16_direct = p->ct == CSM_F32 && p->k->half_rows && !c->negate && !c->mask.data && p->classes == 1;
     for (int o = 0; o < N_OPD && f16_direct; o++) {
         const csm_operand *op = operand(c, o);
-        if (op->data && o != OPD_MASK)
+        if (op->data && o != OPD_MASK && o != OPD_STATE)
             f16_direct = op->dtype == CSM_F16 && !op->swapped && op->aligned &&
                          (along_axis ? L->axis[o] : L->lane[o]) == 2;
     }
@@ -1072,7 +1163,7 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         if (backward || (threads > 1 && p->units < 2 * threads && p->run_len >= 4 * CSM_SMALL_PIECE))
             p->piece_len = CSM_SMALL_PIECE;
         p->pieces = (p->run_len + p->piece_len - 1) / p->piece_len;
-        p->store_e = c->func == CSM_SOFTMAX && p->direct[OPD_OUT] && (size_t)p->run_len * es <= CSM_STORE_BUDGET;
+        p->store_e = c->func == CSM_SOFTMAX && !p->apply && p->direct[OPD_OUT] && (size_t)p->run_len * es <= CSM_STORE_BUDGET;
         p->per_task = CSM_TASK_ELEMENTS / (p->run_len > 0 ? p->run_len : 1);
         if (p->per_task < 1) p->per_task = 1;
         p->slot_lanes = p->width;
@@ -1094,7 +1185,7 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         /* the backward strips only for float16 on short axes: elsewhere the streamed lanes are faster
          * (docs/performance.md) */
-        p->fused = n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]) &&
+        p->fused = !lse && !p->apply && n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]) &&
                    (!backward || (p->half && n <= CSM_LANES_BACKWARD_FUSED_MAX));
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not
@@ -1102,17 +1193,17 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
             p->piece_len = (backward ? CSM_PIECE / CSM_LANES_PANEL : CSM_PIECE / lanes);
             if (p->piece_len < 1) p->piece_len = 1;
             p->pieces = (n + p->piece_len - 1) / p->piece_len;
-            p->store_e = c->func == CSM_SOFTMAX && p->direct[OPD_OUT] &&
+            p->store_e = c->func == CSM_SOFTMAX && !p->apply && p->direct[OPD_OUT] &&
                          (size_t)n * lanes * es <= CSM_LANES_STORE_BUDGET;
             p->slot_lanes = lanes;
         }
     }
-    if (p->pieces > 1) {
+    if (p->pieces > 1 && !p->apply) {
         const csm_idx units = p->path == PATH_RUNS ? p->units : p->n_outer * p->tasks_per_outer;
         p->state = malloc((size_t)units * (p->pieces + 1) * SLOT_BYTES(p->slot_lanes));
         if (!p->state) return -1;
     }
-    p->job.n_phases = p->pieces > 1 ? p->f->phases : 1;
+    p->job.n_phases = p->pieces > 1 && !p->apply ? p->f->phases : 1;
     p->job.n_tasks = plan_tasks;
     p->job.run = plan_run;
     p->job.between = plan_between;

@@ -161,16 +161,6 @@ static inline void transpose8x8(__m256 r[8])
 
 /*
  * Short float32 rows (n <= 16) by in-register transposes: eight rows are loaded as whole vectors (8 or 16 floats
- * from each row start), transposed 8x8 so that vector j holds column j of the eight rows, computed with the same
- * exponential and sums as every other path, transposed back and stored as whole vectors again. The loads read
- * past a row into the next rows, and the stores write past a row into the next rows, which later stores (of this
- * call, in increasing order) overwrite with their results. So a group is done here only while all it touches
- * lies inside this call's rows, with the output rows packed (y_row_stride == 4n) and forward strides; the driver
- * finishes the rest with the row kernels. AVX-512 uses this too (an AVX-512 CPU has AVX2, and the arithmetic per
- * element is identical at either width, so results stay bit-identical to its own row kernels).
- */
-/*
- * Short float32 rows (n <= 16) by in-register transposes: eight rows are loaded as whole vectors (8 or 16 floats
  * from each row start), transposed 8x8 so that vector j holds column j of the eight rows, computed by short_columns
  * (kernels_type.inc: the same arithmetic as every other path), transposed back and stored as whole vectors again.
  * The loads read past a row into the next rows, and the stores write past a row into the next rows, which later
@@ -184,11 +174,12 @@ static inline void transpose8x8(__m256 r[8])
  * All loads of the P groups come before their stores. In place (y == x) that is safe: what a store writes past its
  * row are the values loaded from there, unchanged until their own row's store. The backward functions write past a
  * row the values of y (x here), so an output that is the gradient itself goes to the generic kernel.
+ * CSM_LOGSUMEXP stores each row's state (two doubles at its row start) instead of transposing back.
  */
 static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
                                                                   const int P)
 {
-    const int halves = n > 8 ? 2 : 1, backward = a->func >= CSM_SOFTMAX_BACKWARD;
+    const int halves = n > 8 ? 2 : 1, backward = CSM_IS_BACKWARD(a->func);
     vf col[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX], gcol[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX];
     for (int p = 0; p < P; p++)
         for (int h = 0; h < halves; h++) {
@@ -204,6 +195,14 @@ static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_id
             }
         }
     short_columns_f32(a->func, col, gcol, n, P);
+    if (a->func == CSM_LOGSUMEXP) {
+        for (int p = 0; p < P; p++) {
+            float st[3][8];
+            for (int j = 0; j < 3; j++) vf_store(st[j], col[p][j]);
+            for (int r = 0; r < 8; r++) store_state_f32(a->y + (r0 + 8 * p + r) * a->ys, st[0][r], st[1][r], st[2][r]);
+        }
+        return;
+    }
     for (int p = 0; p < P; p++) {
         __m256 t[2][8];
         for (int h = 0; h < halves; h++) {
@@ -219,13 +218,15 @@ static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_id
 csm_idx csm_short_rows_f32_avx2(const csm_fused *a)
 {
     const csm_idx n = a->n, xs = a->xs, ys = a->ys, gs = a->gs;
-    const int backward = a->func >= CSM_SOFTMAX_BACKWARD;
-    if (n > 16 || xs < 4 * n || ys != 4 * n || (backward && (gs < 4 * n || a->y == a->g))) return short_rows_f32(a);
+    const int backward = CSM_IS_BACKWARD(a->func), state = a->func == CSM_LOGSUMEXP;
+    if (n > 16 || xs < 4 * n || (!state && ys != 4 * n) || (backward && (gs < 4 * n || a->y == a->g)))
+        return short_rows_f32(a);
     const csm_idx width = n > 8 ? 64 : 32;             /* bytes read and written per row */
     const csm_idx last = a->n_rows - 1;
     /* groups whose reads and writes stay inside this call's rows */
     csm_idx groups = 0;
-    while ((groups * 8 + 7) * xs + width <= last * xs + 4 * n && (groups * 8 + 7) * ys + width <= last * ys + 4 * n &&
+    while ((groups * 8 + 7) * xs + width <= last * xs + 4 * n &&
+           (state || (groups * 8 + 7) * ys + width <= last * ys + 4 * n) &&
            (!backward || (groups * 8 + 7) * gs + width <= last * gs + 4 * n))
         groups++;
     csm_idx g = 0;

@@ -107,8 +107,10 @@ enum csm_func {
     CSM_LOG_SOFTMAX = 1,
     CSM_SOFTMAX_BACKWARD = 2,
     CSM_LOG_SOFTMAX_BACKWARD = 3,
+    CSM_LOGSUMEXP = 4,           /* the rows' state (m, log S) into `state`: log_softmax's reductions, no output */
     CSM_N_FUNCS
 };
+#define CSM_IS_BACKWARD(func) ((func) == CSM_SOFTMAX_BACKWARD || (func) == CSM_LOG_SOFTMAX_BACKWARD)
 
 typedef struct {
     const char *data;            /* NULL: absent */
@@ -132,7 +134,10 @@ typedef struct {
     csm_operand grad;            /* backward functions */
     csm_operand mask;            /* forward functions: CSM_BOOL, entries where it is 0 take no part and give 0
                                     (log_softmax: -inf); optional */
-    csm_operand out;             /* native byte order, aligned */
+    csm_operand out;             /* native byte order, aligned; absent for CSM_LOGSUMEXP */
+    csm_operand state;           /* per row two doubles (m, log S), native and aligned, its axis stride 0:
+                                    written by CSM_LOGSUMEXP; given to softmax or log_softmax, only their output
+                                    pass runs, against it (m must be at least the row's maximum) */
 } csm_call;
 
 struct csm_kernels;
@@ -167,6 +172,8 @@ typedef struct {
     csm_idx ys;
     csm_idx n_rows;              /* rows kernel: rows (xs, gs, ys apart); lanes kernel: lanes (contiguous) */
     csm_idx n;                   /* elements per row / axis steps (xs, gs, ys apart) */
+                                 /* CSM_LOGSUMEXP (rows and short rows only): y receives each row's state,
+                                    (m, log S) as two doubles, rows ys apart */
     int half;                    /* float32: x, g and y are float16 (widened as loaded, rounded as stored; the
                                     bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, and the
                                     lanes kernel's backward functions */
