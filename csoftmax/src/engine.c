@@ -351,6 +351,17 @@ static void merge_state(const csm_plan *p, int phase, const slot_list *list, csm
             store_t(ct, second, q, load_t(ct, pt->m2, q));
         }
     }
+    if (total && func == CSM_LOGSUMEXP) {
+        /* logsumexp: log S in float64 whatever the compute type, into `a` as doubles (store_states, kernels.inc) */
+        for (csm_idx q = n - 1; q >= 0; q--) {        /* (widened in place, from the top down) */
+            ((double *)top)[q] = load_t(ct, top, q);
+            ((double *)second)[q] = load_t(ct, second, q);
+            total[q] = csm_state_total(ct == CSM_F32, total[q]);
+        }
+        p->kt->f64.log_sums(top, second, total, count, pt->a, ll, n);
+        free(total);
+        return;
+    }
     if (total) {
         p->k->log_sums(top, second, total, count, lh, ll, n);
         for (csm_idx q = 0; q < n; q++) {
@@ -365,13 +376,14 @@ static void merge_state(const csm_plan *p, int phase, const slot_list *list, csm
         for (csm_idx j = n; j < pattern_lanes; j++) store_t(ct, fields[f], j, load_t(ct, fields[f], j % n));
 }
 
-/* logsumexp's result: n rows' state (m, log S) from their patterns, rows `stride` bytes apart from `at` */
+/* logsumexp's result: n rows' state (m, log S) from their patterns (log S as doubles, see merge_state), rows
+ * `stride` bytes apart from `at` */
 static void store_state(const csm_plan *p, char *at, csm_idx stride, csm_idx n, const patterns *pt)
 {
     for (csm_idx q = 0; q < n; q++) {
         double *st = (double *)(at + q * stride);
         st[0] = load_t(p->ct, pt->m, q);
-        st[1] = load_t(p->ct, pt->a, q) + load_t(p->ct, pt->b, q);
+        st[1] = ((const double *)pt->a)[q];
     }
 }
 
@@ -920,7 +932,14 @@ static void finish_lanes(const csm_plan *p, int phase, slot *s, csm_idx lanes, p
     } else {
         double *total = s->dot;                        /* (free in the forward functions) */
         for (csm_idx l = 0; l < lanes; l++) total[l] = sum_value(s->hi[l], s->lo[l]);
-        if (log_family(func))
+        if (func == CSM_LOGSUMEXP) {                   /* as in merge_state; the raw parts are free now */
+            double *m = (double *)s->raw_hi, *m2 = (double *)s->raw_lo;
+            for (csm_idx l = 0; l < lanes; l++) {
+                m[l] = load_t(ct, pt->m, l), m2[l] = load_t(ct, pt->m2, l);
+                total[l] = csm_state_total(ct == CSM_F32, total[l]);
+            }
+            p->kt->f64.log_sums(m, m2, total, s->count, pt->a, pt->b, lanes);
+        } else if (log_family(func))
             p->k->log_sums(pt->m, pt->m2, total, s->count, pt->a, pt->b, lanes);
         else
             for (csm_idx l = 0; l < lanes; l++) store_t(ct, pt->a, l, reciprocal(ct, load_t(ct, pt->m, l), total[l]));

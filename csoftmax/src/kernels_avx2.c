@@ -196,11 +196,7 @@ static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_id
         }
     short_columns_f32(a->func, col, gcol, n, P);
     if (a->func == CSM_LOGSUMEXP) {
-        for (int p = 0; p < P; p++) {
-            float st[3][8];
-            for (int j = 0; j < 3; j++) vf_store(st[j], col[p][j]);
-            for (int r = 0; r < 8; r++) store_state_f32(a->y + (r0 + 8 * p + r) * a->ys, st[0][r], st[1][r], st[2][r]);
-        }
+        for (int p = 0; p < P; p++) store_column_states_f32(a->y + (r0 + 8 * p) * a->ys, a->ys, col[p]);
         return;
     }
     for (int p = 0; p < P; p++) {

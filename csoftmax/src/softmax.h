@@ -160,6 +160,15 @@ int csm_run_small(const csm_call *call, const struct csm_kernels *kernels);
 /* Exact fixed-point sum parts: hi in units of 2^-40, lo (float64 only) in units of 2^-80. */
 typedef struct { int64_t hi, lo; } csm_fixsum;
 
+/* A row's exact total as CSM_LOGSUMEXP takes it: float32 rows split into two floats (48 bits, as log_softmax takes
+ * it on every float32 path, which agree to these bits), float64 rows whole */
+static inline double csm_state_total(int f32, double total)
+{
+    if (!f32) return total;
+    const float hi = (float)total;
+    return (double)hi + (double)(float)(total - (double)hi);
+}
+
 /* The fused kernels' arguments: n_rows rows (or one strip of lanes) of n elements, compute type, contiguous along
  * the vector dimension; strides in bytes. y may be x itself (in place). */
 typedef struct {
