@@ -24,7 +24,7 @@ def row_parts(x: np.ndarray, axis: int, mask: Optional[np.ndarray] = None) -> Tu
     shape = wide.shape[:axis] + wide.shape[axis + 1:]
     if wide.shape[axis] == 0:
         return np.full(shape, -np.inf), np.full(shape, np.nan)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # (log 0 of rows with nothing)
         m = np.max(wide, axis=axis, keepdims=True)
         finite = np.isfinite(m)
         s = np.sum(np.exp(wide - np.where(finite, m, 0)), axis=axis, keepdims=True)
