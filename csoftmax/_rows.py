@@ -24,11 +24,14 @@ def row_parts(x: np.ndarray, axis: int, mask: Optional[np.ndarray] = None) -> Tu
     shape = wide.shape[:axis] + wide.shape[axis + 1:]
     if wide.shape[axis] == 0:
         return np.full(shape, -np.inf), np.full(shape, np.nan)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # (log 0 of rows with nothing)
+    with np.errstate(invalid="ignore", over="ignore"):
         m = np.max(wide, axis=axis, keepdims=True)
         finite = np.isfinite(m)
-        s = np.sum(np.exp(wide - np.where(finite, m, 0)), axis=axis, keepdims=True)
-        l = np.where(finite, np.log(s), np.nan)
+        # l = log1p of the sum without one maximum (the count of the others plus the smaller terms), so a row
+        # whose maximum dominates keeps l's relative accuracy: log(1 + 1e-24) would be 0 even in long double
+        top = wide == m
+        rest = np.sum(np.where(top, 0, np.exp(wide - np.where(finite, m, 0))), axis=axis, keepdims=True)
+        l = np.where(finite, np.log1p((np.sum(top, axis=axis, keepdims=True) - 1) + rest), np.nan)
     return np.squeeze(m, axis).astype(np.float64), np.squeeze(l, axis).astype(np.float64)
 
 
@@ -44,5 +47,5 @@ def apply(x: np.ndarray, axis: int, m: np.ndarray, l: np.ndarray, log: bool, out
         if not log:
             y = np.exp(y)
         y = np.where(np.isfinite(mm), y, np.nan)
-    np.copyto(out, y, casting="unsafe")
+        np.copyto(out, y, casting="unsafe")              # (log_softmax below float16's range: -inf)
     return out
