@@ -251,8 +251,8 @@ class SoftmaxState:
     >>> import numpy as np, csoftmax
     >>> x = np.array([[0.0, 1.0, 2.0, 3.0]])
     >>> s = csoftmax.SoftmaxState.of(x[:, :2], dim=1).merge(csoftmax.SoftmaxState.of(x[:, 2:], dim=1))
-    >>> s.logsumexp(), csoftmax.logsumexp(x, axis=1)
-    (array([3.44018969]), array([3.44018969]))
+    >>> s.logsumexp().round(6), csoftmax.logsumexp(x, axis=1).round(6)
+    (array([3.44019]), array([3.44019]))
     >>> np.allclose(s.softmax(x[:, 2:]), csoftmax.softmax(x, dim=1)[:, 2:])
     True
     """

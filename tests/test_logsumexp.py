@@ -442,6 +442,16 @@ def test_signed_weights_are_as_exact_as_the_cancellation_allows(dtype, rng):
     assert checked                                               # some cases did cancel hard
 
 
+def test_weights_that_nearly_cancel_on_equal_exponents_keep_the_difference_exact():
+    # exp(0) - (1 - 2^-k) exp(0) = 2^-k exactly: the difference of logs is log(1 - 2^-k), known to an ulp, so
+    # log(-expm1(d)) recovers k log 2 to the last bits (log1p(-exp(d)) would lose about k bits)
+    for k in (10, 25, 40, 50):
+        value, sign = logsumexp(np.zeros(2), b=[1.0, -(1 - 2.0 ** -k)], return_sign=True)
+        exact = -k * np.log(np.longdouble(2))
+        assert sign == 1.0
+        assert ulp_error(value, exact, np.float64) <= 2.0, k
+
+
 @needs_long_double
 def test_float16_results_are_the_float64_result_rounded_once(rng):
     x = (rng.standard_normal((50, 300)) * 3).astype(np.float16)
@@ -667,3 +677,15 @@ def test_state_errors_say_what_is_wrong(call, error, message):
     t = SoftmaxState.of(np.ones((3, 1)), 0)
     with pytest.raises(error, match="^" + re.escape(message)):
         call(s, t)
+
+
+def test_the_docstring_examples_give_what_they_show():
+    import doctest
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    examples = 0
+    for name in ("logsumexp", "SoftmaxState"):
+        for test in finder.find(getattr(csoftmax, name), name, globs={}):
+            examples += len(test.examples)
+            runner.run(test)
+    assert examples >= 6
+    assert runner.failures == 0, f"{runner.failures} docstring examples differ (run with -s to see them)"
