@@ -32,9 +32,10 @@ if _defer_to_installed_copy():
 else:
     from ._api import (LogSoftmax, Softmax, Softmax2d, Softmin, log_softmax, log_softmax_backward, softmax,
                        softmax_backward, softmin)
+    from ._logsumexp import SoftmaxState, logsumexp
     from ._config import get_num_threads, set_num_threads, set_output_cache, show_config
     from ._version import __version__
 
     __all__ = ["softmax", "log_softmax", "softmin", "softmax_backward", "log_softmax_backward", "Softmax",
                "LogSoftmax", "Softmin", "Softmax2d", "show_config", "set_num_threads", "get_num_threads",
-               "set_output_cache", "__version__"]
+               "set_output_cache", "__version__", "logsumexp", "SoftmaxState"]

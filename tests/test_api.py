@@ -681,6 +681,9 @@ def _api_checks():
         "get_num_threads": threads,
         "set_output_cache": output_cache,
         "__version__": lambda: isinstance(csoftmax.__version__, str) or pytest.fail("__version__ is not a string"),
+        "logsumexp": lambda: close(csoftmax.logsumexp(x, axis=1), np.log(np.exp(x).sum(1))),
+        "SoftmaxState": lambda: close(csoftmax.SoftmaxState.of(x[:, :1], 1).merge(csoftmax.SoftmaxState.of(
+            x[:, 1:], 1)).softmax(x), p),
     }
 
 
