@@ -525,8 +525,9 @@ def test_state_merged_in_any_order_matches_the_one_shot_functions(dtype, rng):
         assert ulp_error(state.logsumexp(), once.astype(np.longdouble), dtype) <= STATE_LSE_ULPS[dtype]
         np.testing.assert_array_equal(state.logsumexp(keepdims=True), np.expand_dims(state.logsumexp(), dim))
 
-        # softmax and log_softmax of each block against the merged state: never less exact than the one-shot
-        # functions (NaN rows and exact zeros / -inf in the same places), and float16/float32 within an ulp
+        # softmax and log_softmax of each block against the merged state: at most an ulp less exact than the
+        # one-shot functions (the output pass rounds 1/S or log S separately; NaN rows and exact zeros / -inf in
+        # the same places), and float16/float32 within an ulp where the one-shot function is
         ref_log = reference_log_softmax(x, dim)
         for log, one_shot in ((False, csoftmax.softmax), (True, csoftmax.log_softmax)):
             ref = ref_log if log else np.exp(ref_log)
@@ -540,7 +541,7 @@ def test_state_merged_in_any_order_matches_the_one_shot_functions(dtype, rng):
                 bound = 1 + 2 * float(np.nanmax(np.where(np.isfinite(state.max), state.logsum, 0)))
             else:
                 bound = 1.0 if dtype != np.float64 else 3.0
-            assert ulp_error(streamed, ref, dtype) <= max(bound, once_err), (log, trial)
+            assert ulp_error(streamed, ref, dtype) <= max(bound, once_err + 1), (log, trial)
 
 
 def test_merge_is_commutative_to_the_bit(rng):
