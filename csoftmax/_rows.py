@@ -24,11 +24,15 @@ def row_parts(x: np.ndarray, axis: int, mask: Optional[np.ndarray] = None) -> Tu
     shape = wide.shape[:axis] + wide.shape[axis + 1:]
     if wide.shape[axis] == 0:
         return np.full(shape, -np.inf), np.full(shape, np.nan)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # rows whose m is not finite: l = NaN
         m = np.max(wide, axis=axis, keepdims=True)
         finite = np.isfinite(m)
-        s = np.sum(np.exp(wide - np.where(finite, m, 0)), axis=axis, keepdims=True)
-        l = np.where(finite, np.log(s), np.nan)
+        e = np.exp(wide - np.where(finite, m, 0))
+        # l = log1p of the terms other than one maximum's 1 (ties add exactly 1 each): forming 1 + r would round
+        # away the digits of a tiny l, which is log_softmax of the row's maximum
+        top = wide == m
+        r = np.sum(np.where(top, 0, e), axis=axis, keepdims=True) + (np.count_nonzero(top, axis, keepdims=True) - 1)
+        l = np.where(finite, np.log1p(r), np.nan)
     return np.squeeze(m, axis).astype(np.float64), np.squeeze(l, axis).astype(np.float64)
 
 
@@ -44,5 +48,5 @@ def apply(x: np.ndarray, axis: int, m: np.ndarray, l: np.ndarray, log: bool, out
         if not log:
             y = np.exp(y)
         y = np.where(np.isfinite(mm), y, np.nan)
-    np.copyto(out, y, casting="unsafe")
+        np.copyto(out, y, casting="unsafe")  # below float16's range: -inf, quietly, as the in-memory functions
     return out
