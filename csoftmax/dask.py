@@ -130,18 +130,15 @@ def logsumexp(x: "da.Array", axis: Any = None, b: Any = None, keepdims: bool = F
         return logsumexp(x.reshape(1), 0, split_every=split_every).reshape(())
     axes = tuple(range(x.ndim)) if axis is None else _normalize_dims(name, axis, x.ndim)
     x = _cast_input(x, out_dtype)
-    return da.reduction(
-        x,
-        _block_state,
-        partial(_finish_logsumexp, out_dtype=out_dtype),
-        combine=_merge_states,
-        axis=axes,
-        keepdims=keepdims,
+    state = _row_states(x, axes, f"csoftmax-{name}-stats", split_every)
+    # (a map_blocks of its own: Dask's reduction would give its chunk step the result's dtype; blockwise fusion
+    # puts it in the reduction's last task)
+    return state.map_blocks(
+        partial(_finish_logsumexp, axes=axes, keepdims=keepdims, out_dtype=out_dtype),
         dtype=out_dtype,
-        split_every=split_every,
-        concatenate=True,
+        drop_axis=() if keepdims else axes,
         meta=np.empty((0,) * (x.ndim if keepdims else x.ndim - len(axes)), dtype=out_dtype),
-        name=f"csoftmax-{name}",
+        name=f"csoftmax-{name}-{tokenize(x, axes, keepdims, split_every)}",
     )
 
 
@@ -408,14 +405,13 @@ def _merge_states(parts: np.ndarray, axis: Any, keepdims: bool = True) -> np.nda
     return state
 
 
-def _finish_logsumexp(parts: np.ndarray, axis: Any, keepdims: bool, out_dtype: np.dtype) -> np.ndarray:
-    """The last merge, and m + l rounded once to the output dtype; m itself where it is +-inf or NaN."""
-    state = _merge_states(parts, axis)
+def _finish_logsumexp(state: np.ndarray, axes: tuple, keepdims: bool, out_dtype: np.dtype) -> np.ndarray:
+    """m + l of merged states, rounded once to the output dtype; m itself where it is +-inf or NaN."""
     m = state["m"]
     with np.errstate(invalid="ignore", over="ignore"):
         total = np.where(np.isfinite(m), m.astype(np.longdouble) + state["l"], m)
     result = quiet_cast(total, out_dtype)
-    return result if keepdims else np.squeeze(result, axis=_as_axes(axis))
+    return result if keepdims else np.squeeze(result, axis=axes)
 
 
 def _apply_block(block: np.ndarray, state: np.ndarray, log: bool, axis: int, out_dtype: np.dtype) -> np.ndarray:
