@@ -890,6 +890,24 @@ def test_the_dispatch_hook_does_not_import_dask_for_other_inputs():
 
 
 
+def test_the_benchmark_runs_and_checks_its_results():
+    """benchmarks/dask_bench.py on a tiny case: every method's rows checked, and the disk-to-disk memory run."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "dask_bench.py"), "--shape", "32", "3000", "--chunks", "16",
+         "500", "--repeat", "1", "--threads", "2", "--memory-gb", "0.002", "--memory-rows", "4",
+         "--memory-chunk-mb", "0.05", "--npy"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in ("csoftmax.dask vs plain dask", "csoftmax.dask vs rechunk + C", "per thread, for an input of"):
+        assert line in done.stdout, done.stdout
+
+
 # ------------------------------------------------------------------------------------------ distributed cluster
 
 
