@@ -112,8 +112,8 @@ def logsumexp(x: "da.Array", axis: Any = None, b: Any = None, keepdims: bool = F
     """
     name = "logsumexp"
     _check_input(name, x)
-    for option, value, default in (("b", b, None), ("return_sign", return_sign, False), ("where", where, None)):
-        if value is not default and not (option == "return_sign" and value is False):
+    for option, given in (("b", b is not None), ("return_sign", bool(return_sign)), ("where", where is not None)):
+        if given:
             raise NotImplementedError(
                 f"csoftmax.dask.{name}(): {option}= is not supported for Dask arrays; compute "
                 f"csoftmax.{name} on in-memory blocks (x.map_blocks) or on the computed array instead"
