@@ -1,43 +1,44 @@
 #!/usr/bin/env python
-"""csoftmax.dask on a LocalCluster: throughput and worker memory for an axis spread over many chunks.
+"""csoftmax.dask against the plain Dask softmax and rechunk + the C kernel; its memory on a disk-to-disk run.
 
-Run from the repository root (needs `pip install dask distributed psutil`, i.e. the csoftmax[dask] extra plus
-distributed)::
+Run from the repository root (needs dask; psutil for the memory run; zarr if you want the memory run on zarr)::
 
-    python benchmarks/dask_bench.py                         # 2 GB float32, 64 MiB chunks: about 30 s
-    python benchmarks/dask_bench.py --size-gb 0.25 --chunk-mb 16
-    python benchmarks/dask_bench.py --kind log_softmax --rows 64
+    python benchmarks/dask_bench.py                  # issue 17's case: (2048, 200000) float32, (512, 20000) chunks
+    python benchmarks/dask_bench.py --small          # (256, 20000) in (64, 2000) chunks: a quick check
+    python benchmarks/dask_bench.py --memory-gb 40   # + softmax of a 40 GB array from disk to disk, peak RSS
 
-The array is ``rows x n`` float32 (``n`` set by --size-gb), chunked only along the softmax axis (dim=1), so every
-row spans all ``size / chunk`` chunks and the two-pass plan (tree reduction of per-chunk partials, then a
-normalisation pass) is what runs. Blocks are produced on the workers (a per-worker cached random block plus a
-per-block offset: cheap, so the timing is the softmax, not a data source), and the result is reduced on the
-workers to per-row sums (each should be 1), so no block travels to the client.
+Speed (every method on the same persisted input, threaded scheduler, softmax along axis 1, which spans all the
+chunks; the methods interleaved in each of --repeat rounds, the best time of each reported):
+  * csoftmax.dask    csoftmax.dask.softmax(x, 1): per-row states merged by a tree reduction, then apply
+  * plain dask       e = da.exp(x - x.max(1, keepdims=True)); e / e.sum(1, keepdims=True)
+  * rechunk + C      x.rechunk({1: -1}).map_blocks(csoftmax.softmax, dim=1): whole rows in one chunk each (a chunk
+                     then holds whole rows: (512, 200000) float32 is 390 MiB, which is what chunking avoids)
+Each result is stored into one preallocated NumPy array; every method's rows are checked to sum to 1 and a few
+rows against the in-memory csoftmax.softmax. csoftmax's own thread pool is set to --kernel-threads (1 by default:
+the scheduler's threads are the parallelism). The issue's targets: csoftmax.dask >= 1.5x faster than plain dask,
+and within 1.3x of rechunk + C.
 
-Reported:
-  * source only    time to produce every block once and sum it (the floor of any computation on this data);
-                   the softmax produces every block twice (once per pass, see csoftmax/dask.py)
-  * dask softmax   wall time of softmax(x, 1).sum(axis=1) on the cluster (best of --repeat), as GB/s of input
-  * in memory      csoftmax.softmax on the same data in this process (one thread, and csoftmax's default
-                   thread count if it has a pool), if it fits in memory with room to spare, else on one
-                   chunk, scaled to the whole size
-  * worker peak    the peak RSS of each worker process during the softmax (sampled every 5 ms by a thread on
-                   the worker), above its RSS before, also in chunks
+Memory (--memory-gb): an input of that size is written to disk (zarr if installed, else one .npy file per chunk,
+read and written without mmap so that the page cache does not count as this process's memory), then
+csoftmax.dask.softmax goes from that store to another one. The peak RSS of this process above its RSS before is
+sampled every 5 ms and reported in chunks per scheduler thread; the claim is about two (the input block and the
+output block of each thread) plus the primitives' scratch, whatever the array's size, also when it is larger than
+memory: run two sizes and the peak stays where it is.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 # `python benchmarks/dask_bench.py` puts benchmarks/ first on sys.path, not the repository root; put the root there
-# so `import csoftmax` finds the source folder (its in-place build, or it hands over to an installed copy). The
-# worker processes are spawned with this sys.path.
+# so `import csoftmax` finds the source folder (its in-place build, or it hands over to an installed copy).
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
@@ -46,205 +47,223 @@ import numpy as np  # noqa: E402
 try:
     import dask  # noqa: E402
     import dask.array as da  # noqa: E402
-    import distributed  # noqa: E402
-    import psutil  # noqa: E402
 except ImportError as exc:  # pragma: no cover
-    sys.exit(f"dask_bench.py needs dask, distributed and psutil: pip install dask distributed psutil ({exc})")
+    sys.exit(f"dask_bench.py needs dask: pip install 'csoftmax[dask]' ({exc})")
 
 import csoftmax  # noqa: E402
 import csoftmax.dask as cdask  # noqa: E402
 
-GB = 1e9
 MB = 2**20
+GB = 1e9
 
 
-# ------------------------------------------------------------------------------------------------- the data
+# ------------------------------------------------------------------------------------------------- the methods
 
 
-def _random_block(shape, seed):
-    return (np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) * 4).astype(np.float32)
+def plain_dask(x, axis):
+    e = da.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
-def _base_block(shape, seed):
-    """One random float32 block per worker process, kept on the worker object so that every task there reuses it
-    (generated once, a few hundred ms). Nothing here may refer to a module-level cache: this script's functions
-    are pickled by value into the graph, with the globals they use."""
+def rechunk_and_kernel(x, axis):
+    whole = x.rechunk({axis: -1})
+    return whole.map_blocks(csoftmax.softmax, dim=axis, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype))
+
+
+METHODS = {
+    "csoftmax.dask": lambda x, axis: cdask.softmax(x, axis),
+    "plain dask": plain_dask,
+    "rechunk + C": rechunk_and_kernel,
+}
+
+
+def make_input(shape, chunks, seed=0):
+    """Standard normal * 4, float32, generated block by block (seeded: the same values for every method)."""
+    return da.random.default_rng(seed).standard_normal(shape, chunks=chunks, dtype=np.float32) * np.float32(4)
+
+
+def check(name, got, x_rows, rows):
+    """Rows sum to 1, and the sampled rows equal the in-memory kernel's to float32 rounding."""
+    sums = got.sum(axis=1, dtype=np.float64)
+    worst = float(np.abs(sums - 1).max())
+    assert worst < 1e-4, f"{name}: a row sums to 1 {worst:+.2e}"
+    want = csoftmax.softmax(x_rows, 1)
+    np.testing.assert_allclose(got[rows], want, rtol=2e-6, atol=1e-30, err_msg=name)
+
+
+def speed(args):
+    shape, chunks = args.shape, args.chunks
+    nbytes = shape[0] * shape[1] * 4
+    print(f"softmax of float32 {shape} = {nbytes / GB:.2f} GB along axis 1, chunks {chunks} "
+          f"({chunks[0] * chunks[1] * 4 / MB:.0f} MiB, {-(-shape[1] // chunks[1])} along the axis); "
+          f"threaded scheduler, {args.threads} threads; csoftmax kernel threads {args.kernel_threads}")
+    x = make_input(shape, chunks).persist(scheduler="threads")
+    rows = np.random.default_rng(1).choice(shape[0], size=min(4, shape[0]), replace=False)
+    x_rows = x[np.sort(rows)].compute()
+    rows = np.sort(rows)
+    target = np.empty(shape, np.float32)
+    best = {name: float("inf") for name in METHODS}
+    for round_ in range(args.repeat):
+        for name, method in METHODS.items():
+            y = method(x, 1)
+            target.fill(np.nan)
+            t0 = time.perf_counter()
+            da.store(y, target, scheduler="threads", num_workers=args.threads, lock=False)
+            best[name] = min(best[name], time.perf_counter() - t0)
+            if round_ == 0:
+                check(name, target, x_rows, rows)
+    print()
+    print(f"{'':16}{'time s':>9}{'GB/s':>8}")
+    for name, t in best.items():
+        print(f"{name:16}{t:9.3f}{nbytes / GB / t:8.2f}")
+    print()
+    plain, rechunk = best["plain dask"] / best["csoftmax.dask"], best["csoftmax.dask"] / best["rechunk + C"]
+    print(f"csoftmax.dask vs plain dask: {plain:.2f}x faster (target >= 1.5x)")
+    print(f"csoftmax.dask vs rechunk + C: {rechunk:.2f}x the time (target <= 1.3x)")
+
+
+# --------------------------------------------------------------------------------------------------- the memory run
+
+
+class NpyBlocks:
+    """A chunked array on disk without zarr: one .npy file per chunk, read with np.load (no mmap)."""
+
+    def __init__(self, folder, shape, chunks):
+        self.folder, self.shape, self.chunks = folder, shape, chunks
+
+    def path(self, index):
+        return os.path.join(self.folder, "_".join(map(str, index)) + ".npy")
+
+    def read(self, block_info=None):
+        return np.load(self.path(block_info[None]["chunk-location"]))
+
+    def write(self, block, block_info=None):
+        np.save(self.path(block_info[0]["chunk-location"]), block)
+        return np.zeros((1,) * block.ndim, np.int8)  # nothing to hold on to
+
+    def array(self):
+        return da.map_blocks(self.read, chunks=self.chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+
+    def store(self, y, threads):
+        done = y.map_blocks(self.write, chunks=tuple((1,) * len(c) for c in y.chunks), dtype=np.int8)
+        done.sum().compute(scheduler="threads", num_workers=threads)
+
+
+class PeakRss:
+    """The peak RSS of this process, sampled by a thread."""
+
+    def __init__(self, interval=0.005):
+        import psutil
+
+        self.process, self.interval = psutil.Process(), interval
+
+    def __enter__(self):
+        self.start = self.peak = self.process.memory_info().rss
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.stop.wait(self.interval)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def memory(args):
     try:
-        cache = distributed.get_worker().__dict__.setdefault("_csoftmax_bench_cache", {})
-    except ValueError:  # not on a worker
-        return _random_block(shape, seed)
-    key = (shape, seed)
-    if key not in cache:  # at most two shapes: the full chunk and the last one
-        cache[key] = _random_block(shape, seed)
-    return cache[key]
+        import psutil
+    except ImportError:
+        sys.exit("the memory run needs psutil: pip install psutil")
+    try:
+        import zarr
+    except ImportError:
+        zarr = None
+    rows = args.memory_rows
+    chunk_cols = max(1, int(args.memory_chunk_mb * MB) // (4 * rows))
+    n = max(chunk_cols, int(args.memory_gb * GB) // (4 * rows))
+    shape, chunks = (rows, n), (rows, chunk_cols)
+    chunk_bytes = rows * chunk_cols * 4
+    ram = psutil.virtual_memory().total
+    store = "zarr" if zarr is not None and not args.npy else "npy blocks"
+    print(f"\nmemory run: softmax of float32 {shape} = {rows * n * 4 / GB:.1f} GB ({rows * n * 4 / ram:.2f}x this "
+          f"machine's {ram / GB:.0f} GB RAM) along axis 1, chunks of {chunk_bytes / MB:.0f} MiB, {store} to {store}, "
+          f"threaded scheduler, {args.threads} threads")
+    folder = tempfile.mkdtemp(prefix="csoftmax-dask-bench-", dir=args.memory_dir)
+    try:
+        source = make_input(shape, chunks, seed=2)
+        if zarr is not None and not args.npy:
+            source.to_zarr(os.path.join(folder, "in.zarr"), compute=True)
+            x = da.from_zarr(os.path.join(folder, "in.zarr"))
+            out_path = os.path.join(folder, "out.zarr")
 
+            def run(y):
+                y.to_zarr(out_path, overwrite=True, compute=True)
 
-def make_block(block_info=None, seed=0):
-    """Block j of the input: the cached random block + j/1000, a fresh array (one pass over memory)."""
-    info = block_info[None]
-    shape = tuple(info["chunk-shape"])
-    j = info["chunk-location"][1]
-    return np.add(_base_block(shape, seed), np.float32(j / 1000))
+            def read_rows(sel):
+                return np.asarray(zarr.open_array(out_path, mode="r")[sel])
+        else:
+            os.makedirs(os.path.join(folder, "in"))
+            os.makedirs(os.path.join(folder, "out"))
+            NpyBlocks(os.path.join(folder, "in"), shape, source.chunks).store(source, args.threads)
+            x = NpyBlocks(os.path.join(folder, "in"), shape, source.chunks).array()
+            out = NpyBlocks(os.path.join(folder, "out"), shape, source.chunks)
 
+            def run(y):
+                out.store(y, args.threads)
 
-def make_input(rows, n, chunk_cols):
-    chunks = ((rows,), tuple(min(chunk_cols, n - s) for s in range(0, n, chunk_cols)))
-    return da.map_blocks(make_block, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+            def read_rows(sel):
+                return np.concatenate([np.load(out.path((0, j)))[sel] for j in range(len(source.chunks[1]))], 1)
 
-
-def make_in_memory(rows, n, chunk_cols):
-    """The same values as make_input, as one array in this process."""
-    a = np.empty((rows, n), np.float32)
-    bases = {}
-    for j, s in enumerate(range(0, n, chunk_cols)):
-        e = min(s + chunk_cols, n)
-        shape = (rows, e - s)
-        if shape not in bases:
-            bases[shape] = _random_block(shape, 0)
-        np.add(bases[shape], np.float32(j / 1000), out=a[:, s:e])
-    return a
-
-
-# --------------------------------------------------------------------------------------- worker memory
-
-
-def _start_sampler(dask_worker, interval=0.005):
-    """Starts a thread on the worker that records the process's peak RSS until stopped."""
-    proc = psutil.Process()
-    state = {"peak": proc.memory_info().rss, "start": proc.memory_info().rss, "stop": threading.Event()}
-
-    def loop():
-        while not state["stop"].is_set():
-            state["peak"] = max(state["peak"], proc.memory_info().rss)
-            state["stop"].wait(interval)
-
-    state["thread"] = threading.Thread(target=loop, daemon=True, name="csoftmax-bench-rss")
-    state["thread"].start()
-    dask_worker._csoftmax_bench_rss = state
-    return state["start"]
-
-
-def _stop_sampler(dask_worker):
-    state = dask_worker._csoftmax_bench_rss
-    state["stop"].set()
-    state["thread"].join()
-    state["peak"] = max(state["peak"], psutil.Process().memory_info().rss)
-    return state["start"], state["peak"]
-
-
-# ----------------------------------------------------------------------------------------------- timing
-
-
-def timed(fn, repeat):
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        y = cdask.softmax(x, 1)
+        with dask.config.set(scheduler="threads", num_workers=args.threads), PeakRss() as rss:
+            t0 = time.perf_counter()
+            run(y)
+            elapsed = time.perf_counter() - t0
+        sums = read_rows(slice(0, 2)).sum(axis=1, dtype=np.float64)
+        assert np.abs(sums - 1).max() < 1e-4, sums
+        above = rss.peak - rss.start
+        print(f"  {elapsed:.1f} s ({rows * n * 4 / GB / elapsed:.2f} GB/s); peak RSS {rss.peak / MB:.0f} MiB, "
+              f"+{above / MB:.0f} MiB above the start = {above / chunk_bytes:.1f} chunks, "
+              f"{above / chunk_bytes / args.threads:.1f} per thread, for an input of {-(-n // chunk_cols)} chunks "
+              "(rows 0-1 sum to 1)")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size-gb", type=float, default=2.0, help="input size in GB (1e9 bytes); default 2")
-    p.add_argument("--chunk-mb", type=float, default=64.0, help="chunk size in MiB; default 64")
-    p.add_argument("--rows", type=int, default=16, help="rows (the non-softmax axis, one chunk); default 16")
-    p.add_argument("--kind", choices=["softmax", "log_softmax"], default="softmax")
-    p.add_argument("--workers", type=int, default=2, help="worker processes, 1 thread each; default 2")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs, the best is reported; default 3")
+    p.add_argument("--small", action="store_true", help="(256, 20000) in (64, 2000) chunks: a quick check")
+    p.add_argument("--shape", type=int, nargs=2, default=(2048, 200_000))
+    p.add_argument("--chunks", type=int, nargs=2, default=(512, 20_000))
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="scheduler threads; default: CPUs")
+    p.add_argument("--kernel-threads", type=int, default=1, help="csoftmax's own pool per call; default 1")
+    p.add_argument("--repeat", type=int, default=3, help="rounds; the best time of each method is reported")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
+    p.add_argument("--memory-gb", type=float, default=0.0, help="size of the disk-to-disk memory run (0: none)")
+    p.add_argument("--memory-rows", type=int, default=64)
+    p.add_argument("--memory-chunk-mb", type=float, default=64.0)
+    p.add_argument("--memory-dir", default=None, help="where the memory run's stores go; default: the temp dir")
+    p.add_argument("--npy", action="store_true", help="memory run on .npy blocks even if zarr is installed")
     args = p.parse_args(argv)
+    if args.small:
+        args.shape, args.chunks = (256, 20_000), (64, 2_000)
+        args.memory_rows, args.memory_chunk_mb = 16, 4.0
+    args.shape, args.chunks = tuple(args.shape), tuple(args.chunks)
 
-    rows = args.rows
-    chunk_cols = max(1, int(args.chunk_mb * MB) // (4 * rows))
-    n = max(chunk_cols, int(args.size_gb * GB) // (4 * rows))
-    nbytes = rows * n * 4
-    n_chunks = -(-n // chunk_cols)
-    chunk_bytes = rows * chunk_cols * 4
-    fn = getattr(cdask, args.kind)
-
-    print(f"csoftmax {csoftmax.__version__} ({csoftmax.__file__}), dask {dask.__version__}, "
-          f"distributed {distributed.__version__}, NumPy {np.__version__}")
-    print(f"{args.kind} of float32 ({rows}, {n}) = {nbytes / GB:.3g} GB along dim=1: {n_chunks} chunks of "
-          f"({rows}, {chunk_cols}) = {chunk_bytes / MB:.0f} MiB; LocalCluster {args.workers} workers x 1 thread; "
-          f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
-
-    # In memory, in this process, first (before the cluster's processes take memory and CPU): the whole array if
-    # input and output fit with room to spare, else one chunk, scaled. csoftmax may run large calls on a thread
-    # pool: timed on one thread (like for like with one worker thread) and, if it has a pool, with its default.
-    fits = 2.5 * nbytes < psutil.virtual_memory().available
-    in_memory = getattr(csoftmax, args.kind, None) or csoftmax.softmax  # (no log_softmax: compare with softmax)
-    a = make_in_memory(rows, n, chunk_cols) if fits else make_in_memory(rows, chunk_cols, chunk_cols)
-    mem_note = "whole array" if fits else "one chunk, scaled"
-    threads = [1]
+    print(f"csoftmax {csoftmax.__version__} ({os.path.dirname(csoftmax.__file__)}), dask {dask.__version__}, "
+          f"NumPy {np.__version__}; {os.cpu_count()} CPUs")
     if hasattr(csoftmax, "set_num_threads"):
-        default_threads = csoftmax.get_num_threads()
-        if default_threads > 1:
-            threads.append(default_threads)
-    t_mem = {}
-    try:
-        for k in threads:
-            if hasattr(csoftmax, "set_num_threads"):
-                csoftmax.set_num_threads(k)
-            in_memory(a, dim=1)  # warm-up: first touches of fresh memory are slow on some VMs
-            t, _ = timed(functools.partial(in_memory, a, dim=1), args.repeat)
-            t_mem[k] = t * nbytes / a.nbytes
-    finally:
-        if hasattr(csoftmax, "set_num_threads"):
-            csoftmax.set_num_threads(threads[-1])
-    del a
-
-    x = make_input(rows, n, chunk_cols)
-    with distributed.LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",  # a free port on loopback (None would mean 8787)
-        memory_limit=0,  # measure, do not spill or pause: the point is how much a worker needs
-    ) as cluster, distributed.Client(cluster) as client:
-        # warm-up: imports on the workers, the cached base blocks, one whole softmax
-        x.sum(axis=1).compute()
-        y = fn(x, 1).sum(axis=1)  # per-row sums on the workers: no block travels to this process
-        y.compute()
-
-        t_source, _ = timed(lambda: x.sum(axis=1).compute(), args.repeat)
-
-        client.run(_start_sampler)
-        t_dask, sums = timed(lambda: y.compute(), args.repeat)
-        rss = client.run(_stop_sampler)
-        with distributed.get_task_stream(client) as stream:  # one more run, for the compute time per pass
-            y.compute()
-        busy = {}
-        for record in stream.data:
-            prefix = distributed.utils.key_split(record["key"])
-            for part in record["startstops"]:
-                if part["action"] == "compute":
-                    busy[prefix] = busy.get(prefix, 0.0) + part["stop"] - part["start"]
-        if args.kind == "softmax":
-            assert np.allclose(sums, 1, atol=1e-4), sums  # every row sums to 1
-
-    print()
-    print(f"{'':36}{'time s':>9}{'GB/s':>9}")
-    print(f"{'source only (produce + sum)':36}{t_source:9.3f}{nbytes / GB / t_source:9.2f}")
-    print(f"{'csoftmax.dask.' + args.kind + ' (+ sum)':36}{t_dask:9.3f}{nbytes / GB / t_dask:9.2f}")
-    for k, t in t_mem.items():
-        label = f"in-memory {in_memory.__name__}, {k} thread{'s' if k > 1 else ''}"
-        print(f"{label:36}{t:9.3f}{nbytes / GB / t:9.2f}   ({mem_note})")
-    print(f"dask / in-memory (1 thread) throughput: {t_mem[1] / t_dask:.2f}x  "
-          f"(dask on {args.workers} worker processes x 1 thread)")
-    print()
-    print("compute time summed over the workers' tasks (one more run):")
-    pass1 = sum(v for k, v in busy.items() if k.startswith(f"csoftmax-{args.kind}-stats"))
-    pass2 = sum(v for k, v in busy.items() if not k.startswith(f"csoftmax-{args.kind}-stats"))
-    print(f"  pass 1 (produce + partials): {pass1:.3f} s = {nbytes / GB / pass1:.2f} GB/s per busy worker thread")
-    print(f"  pass 2 (produce again + normalise + sum): {pass2:.3f} s = {nbytes / GB / pass2:.2f} GB/s per busy "
-          "worker thread")
-    print()
-    print(f"worker peak RSS during csoftmax.dask.{args.kind}:")
-    for i, (addr, (start, peak)) in enumerate(sorted(rss.items())):
-        print(f"  worker {i}: {start / MB:7.0f} MiB before, {peak / MB:7.0f} MiB peak, "
-              f"+{(peak - start) / MB:.0f} MiB = {(peak - start) / chunk_bytes:.1f} chunks "
-              f"(input per worker: {nbytes / args.workers / chunk_bytes:.0f} chunks)")
+        csoftmax.set_num_threads(args.kernel_threads)
+    if not args.no_speed:
+        speed(args)
+    if args.memory_gb > 0:
+        memory(args)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,39 @@
-"""Softmax and log-softmax of Dask arrays, with the semantics of the in-memory csoftmax functions.
+"""Softmax, log-softmax, softmin and logsumexp of Dask arrays, with the semantics of the in-memory csoftmax functions.
 
-Optional extra: ``pip install 'csoftmax[dask]'``. The core package never imports Dask; only this module does.
+Optional extra: ``pip install 'csoftmax[dask]'``. The core package never imports Dask; only this module does
+(``csoftmax.softmax(dask_array)`` and its siblings come here through :func:`dispatch`).
 
-Two plans, chosen from the chunks of the softmax axis:
+Design: everything is built on the two row primitives of ``csoftmax._rows``: ``row_parts`` (the per-row state
+``(m, l)``, m the max and l = log(sum(exp(x - m))), of a block) and ``apply`` (a block's softmax against given
+states). This module only arranges them in a graph; it never computes an exponential itself.
 
-* The axis lies in one chunk. Every block then holds whole rows, so each block goes through csoftmax's kernel on
-  its own: one blockwise layer, nothing else.
-* The axis spans several chunks. No block sees a whole row, and gathering rows into one chunk would make a chunk
-  as large as the axis, which is what chunking was meant to avoid. Instead:
+* The axis lies in one chunk. Every block holds whole rows and goes through the in-memory kernel: one blockwise
+  layer, nothing else.
+* The axis spans several chunks. The axis is never rechunked (that would make a chunk as long as the axis):
 
-  1. pass 1: every block gives per-row partials (m = max, s = sum(exp(x - m))), merged by Dask's tree reduction
-     with the associative rule  m = max(m1, m2),  s = s1*exp(m1 - m) + s2*exp(m2 - m);
-  2. pass 2: every block is normalised against its rows' totals: exp(x - m) / s, or x - m - log(s).
+  1. pass 1: ``row_parts`` of every block, merged by Dask's tree reduction with the order-independent rule
+     m = max(m1, m2),  l = log(exp(l1 + m1 - m) + exp(l2 + m2 - m)), evaluated as the largest term plus log1p of
+     the others so that a row whose l is tiny (log_softmax of its maximum) keeps its relative accuracy. Merges run
+     in long double and keep l in long double between merges; the final l is rounded once to float64.
+  2. pass 2: ``apply`` on every block, with its rows' merged state.
 
-  Partials and the normalisation are computed in float64 (in cache-sized pieces of a block), whatever the input
-  dtype, and the result is rounded once to the output dtype: float16 and float32 results are within 1 ulp of
-  the exact softmax however the axis is chunked. s is carried as r = s - 1 so that log(s) = log1p(r) keeps the
-  log-softmax of a row's maximum accurate when the other terms are tiny (as the in-memory log_softmax does).
+  Memory. Pass 2 cannot start on a row before pass 1 has seen every block of that row. Fed from the same input
+  tasks, Dask would keep every input block in memory in between. So by default (``recompute=True``) pass 2 reads
+  its input from a copy of the input's graph whose first tasks wait for the merged states of the rows they feed
+  (:func:`_bound_copy`): each block is produced a second time after its own rows' states are known, and released
+  as soon as it has been used. A worker holds about two chunks at a time (its input and output blocks), and no
+  block waits for rows other than its own: there is no whole-array barrier.
 
-  Pass 2 cannot start before pass 1 has seen every block of a row. Fed from the same tasks, Dask would keep every
-  input block in memory in between: the whole array. So pass 2 reads its input from a copy of the input's graph
-  that is bound to the statistics (``dask.graph_manipulation.bind``): the input is produced a second time, after
-  pass 1, and every block is released as soon as it has been used. A worker then holds a few blocks at a time.
-  The price is that the input is computed (or read) twice; if it is expensive to compute and fits in memory,
-  ``persist()`` it first, and both passes read the persisted blocks.
+  The price is that the input is computed (or read) twice. Two consequences:
+
+  * An input that is not the same when computed again (random numbers drawn without a fixed seed, a file or
+    table that changes) gives rows that do not sum to 1. Pass ``recompute=False`` (pass 2 reuses pass 1's blocks:
+    they stay in memory until their rows' states are known, up to the whole array), or ``x = x.persist()`` first.
+  * An input that is expensive to produce and fits in the cluster's memory is better persisted: both passes then
+    read the persisted blocks.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any
 
@@ -35,8 +41,10 @@ import numpy as np
 
 try:
     import dask.array as da
-    from dask.base import tokenize
-    from dask.graph_manipulation import bind
+    from dask._task_spec import DataNode, Task, TaskRef, convert_legacy_graph
+    from dask.base import clone_key, tokenize
+    from dask.core import flatten
+    from dask.highlevelgraph import HighLevelGraph
 except ImportError as exc:  # pragma: no cover - exercised only without Dask
     raise ImportError(
         "csoftmax.dask needs Dask, which is not installed (or incomplete): "
@@ -44,44 +52,154 @@ except ImportError as exc:  # pragma: no cover - exercised only without Dask
     ) from exc
 
 import csoftmax as _csoftmax
-from ._api import _FLOAT_TYPES, _normalize_dim, _result_dtype, needs_cast, quiet_cast
 
-__all__ = ["softmax", "log_softmax"]
+from . import _rows
+from ._api import _normalize_dim, _normalize_dims, _result_dtype, needs_cast, quiet_cast
 
-# Per-row statistics of pass 1, kept together in one array so that Dask's reduction can carry them;
-# m is the row maximum, r = sum(exp(x - m)) - 1 (see _chunk_stats).
-_STATS = np.dtype([("m", np.float64), ("r", np.float64)])
+__all__ = ["softmax", "log_softmax", "softmin", "logsumexp", "dispatch"]
 
-# Pieces of a block converted to float64 at a time: 2**17 elements are 1 MiB, which stays in cache between the
-# few NumPy operations on it (measured: 20-25% faster than 2**16 or 2**20 on a 64 MiB block), and the temporaries
-# of a task stay small next to its block.
-_PIECE_ELEMENTS = 1 << 17
+# The per-row state carried by Dask's reduction: m (float64, an input value, exact) and l in long double, so that a
+# tree of merges adds no rounding of its own; the final l is rounded to float64 once, for apply.
+_STATE = np.dtype([("m", np.float64), ("l", np.longdouble)])
 
 
-def softmax(x: "da.Array", dim: Any, dtype: Any = None) -> "da.Array":
-    """Softmax of the Dask array ``x`` along ``dim``, lazily: ``exp(x - max) / sum(exp(x - max))``.
+# ------------------------------------------------------------------------------------------------- public functions
+
+
+def softmax(x: "da.Array", dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+            where: Any = None, recompute: bool = True, split_every: Any = None) -> "da.Array":
+    """Softmax of the Dask array ``x`` along ``dim`` (or its alias ``axis``), lazily.
 
     Same semantics as ``csoftmax.softmax`` (negative dims, torch's range error, dtype rules, NaN rules), except that
-    ``dim`` is required. Returns a Dask array with ``x``'s shape and chunks and the result dtype. The softmax axis
-    is never rechunked: when it spans several chunks, the row statistics are combined by a tree reduction.
+    ``dim`` is required and is one int. Returns a Dask array with ``x``'s shape and chunks and the result dtype.
+    The axis is never rechunked: when it spans several chunks, per-row states are merged by a tree reduction
+    (``split_every`` as in ``dask.array.reduction``), then every block is normalised.
+
+    ``recompute=True`` (the default) produces the input a second time for the normalisation, after its rows'
+    states are known, which bounds memory to about two chunks per worker; an input that is not the same when
+    computed again (unseeded random numbers, a changing source) then gives rows that do not sum to 1: pass
+    ``recompute=False`` to keep pass 1's blocks instead (up to the whole array in memory), or persist ``x`` first.
+
+    ``out=`` is refused (the result is lazy: ``dask.array.store`` it), so are ``where=`` and masked arrays.
     """
-    return _apply("softmax", x, dim, dtype)
+    return _family("softmax", x, dim, dtype, axis, out, where, recompute, split_every)
 
 
-def log_softmax(x: "da.Array", dim: Any, dtype: Any = None) -> "da.Array":
-    """Log-softmax of the Dask array ``x`` along ``dim``, lazily: ``x - max - log(sum(exp(x - max)))``.
+def log_softmax(x: "da.Array", dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+                where: Any = None, recompute: bool = True, split_every: Any = None) -> "da.Array":
+    """Log-softmax of the Dask array ``x`` along ``dim``, lazily: ``(x - m) - l`` with the rows' merged states.
 
-    Same rules as :func:`softmax` (and as ``csoftmax.log_softmax`` in memory).
+    Same rules and options as :func:`softmax` (and as ``csoftmax.log_softmax`` in memory).
     """
-    return _apply("log_softmax", x, dim, dtype)
+    return _family("log_softmax", x, dim, dtype, axis, out, where, recompute, split_every)
 
 
-def _apply(name: str, x: Any, dim: Any, dtype: Any) -> "da.Array":
+def softmin(x: "da.Array", dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+            where: Any = None, recompute: bool = True, split_every: Any = None) -> "da.Array":
+    """softmax(-x) of the Dask array ``x`` along ``dim``, lazily; rules and options as :func:`softmax`."""
+    return _family("softmin", x, dim, dtype, axis, out, where, recompute, split_every)
+
+
+def logsumexp(x: "da.Array", axis: Any = None, b: Any = None, keepdims: bool = False, return_sign: bool = False,
+              where: Any = None, *, dim: Any = None, split_every: Any = None) -> "da.Array":
+    """log(sum(exp(x))) of the Dask array ``x`` over ``axis``, lazily, with scipy.special.logsumexp's semantics.
+
+    ``axis``: None (every axis), an int or a tuple of ints (``dim`` is accepted as torch's spelling). NaN anywhere
+    in a row gives NaN, else +inf gives +inf; a row that is all -inf, or empty, gives -inf. The result dtype is
+    the input's float dtype (float64 for integers and bools). One pass: per-block states merged by a tree
+    reduction (``split_every``), the input read once. ``b=``, ``return_sign=True`` and ``where=`` are not
+    supported for Dask arrays and raise NotImplementedError.
+    """
+    name = "logsumexp"
+    _check_input(name, x)
+    for option, given in (("b", b is not None), ("return_sign", bool(return_sign)), ("where", where is not None)):
+        if given:
+            raise NotImplementedError(
+                f"csoftmax.dask.{name}(): {option}= is not supported for Dask arrays; compute "
+                f"csoftmax.{name} on in-memory blocks (x.map_blocks) or on the computed array instead"
+            )
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"{name}(): got both axis and its alias dim; pass only one")
+        axis = dim
+    out_dtype = _result_dtype(name, x, None)
+    if x.ndim == 0:
+        # a 0-d array is one row of one entry: reduced as a 1-element axis, put back to 0-d
+        if axis is not None:
+            _normalize_dims(name, axis, 0)
+        return logsumexp(x.reshape(1), 0, split_every=split_every).reshape(())
+    axes = tuple(range(x.ndim)) if axis is None else _normalize_dims(name, axis, x.ndim)
+    x = _cast_input(x, out_dtype)
+    state = _row_states(x, axes, f"csoftmax-{name}-stats", split_every)
+    # (a map_blocks of its own: Dask's reduction would give its chunk step the result's dtype; blockwise fusion
+    # puts it in the reduction's last task)
+    return state.map_blocks(
+        partial(_finish_logsumexp, axes=axes, keepdims=keepdims, out_dtype=out_dtype),
+        dtype=out_dtype,
+        drop_axis=() if keepdims else axes,
+        meta=np.empty((0,) * (x.ndim if keepdims else x.ndim - len(axes)), dtype=out_dtype),
+        name=f"csoftmax-{name}-{tokenize(x, axes, keepdims, split_every)}",
+    )
+
+
+def dispatch(name: str, input: Any, *args: Any, **kwargs: Any) -> Any:
+    """``csoftmax.<name>(input, *args, **kwargs)`` for a Dask array: the lazy result of ``csoftmax.dask.<name>``.
+
+    Returns NotImplemented when ``input`` is not a Dask object (the caller then computes in memory); a Dask object
+    that is not an array (a DataFrame, a Delayed) is a TypeError rather than a silent ``compute()``. The public
+    functions reach this through ``csoftmax._dask_dispatch``, which imports Dask only for Dask inputs.
+    """
+    if not type(input).__module__.startswith("dask"):
+        return NotImplemented
+    if not isinstance(input, da.Array):
+        raise TypeError(
+            f"csoftmax.{name}(): {type(input).__module__}.{type(input).__name__} is not supported; pass a "
+            "dask.array.Array (for a Dask DataFrame: .to_dask_array(lengths=True)) or an in-memory array"
+        )
+    return _LAZY[name](input, *args, **kwargs)
+
+
+_LAZY = {"softmax": softmax, "log_softmax": log_softmax, "softmin": softmin, "logsumexp": logsumexp}
+
+
+# ------------------------------------------------------------------------------------------------------ the plans
+
+
+def _check_input(name: str, x: Any) -> None:
     if not isinstance(x, da.Array):
         raise TypeError(
             f"csoftmax.dask.{name}(): x must be a dask.array.Array, not {type(x).__module__}.{type(x).__name__}; "
             f"use csoftmax.{name} for in-memory arrays, or wrap it with dask.array.from_array"
         )
+    if isinstance(x._meta, np.ma.MaskedArray):
+        raise TypeError(_masked_message(name))
+
+
+def _masked_message(name: str) -> str:
+    return (
+        f"csoftmax.dask.{name}(): masked Dask arrays (blocks that are numpy.ma.MaskedArray) are not supported; "
+        "fill the masked entries first, e.g. dask.array.ma.filled(x, -numpy.inf) (a masked entry then takes no "
+        "part; a row with nothing left is NaN), or compute and call the in-memory function, which honours masks"
+    )
+
+
+def _family(name: str, x: Any, dim: Any, dtype: Any, axis: Any, out: Any, where: Any, recompute: bool,
+            split_every: Any) -> "da.Array":
+    _check_input(name, x)
+    if out is not None:
+        raise TypeError(
+            f"csoftmax.dask.{name}(): out= is not supported: the result is a lazy Dask array; write it where it "
+            "should go with dask.array.store(result, target) (or result.to_zarr(...))"
+        )
+    if where is not None:
+        raise NotImplementedError(
+            f"csoftmax.dask.{name}(): where= is not supported for Dask arrays; set the entries that take no part "
+            "to -inf instead (dask.array.where(mask, x, -numpy.inf)): they then get 0 (-inf for log_softmax)"
+        )
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{name}(): got both dim and its alias axis; pass only one")
+        dim = axis
     # The same checks, in the same order, as the in-memory functions (csoftmax._api._prepare).
     out_dtype = _result_dtype(name, x, dtype)
     if dim is None:
@@ -89,40 +207,32 @@ def _apply(name: str, x: Any, dim: Any, dtype: Any) -> "da.Array":
         raise TypeError(f"csoftmax.dask.{name}(): dim is required (there is no implicit choice); pass dim=X")
     axis = _normalize_dim(name, dim, x.ndim)
     x = _cast_input(x, out_dtype)
+    if name == "softmin":
+        x = -x  # exact for floats; integers were converted above, so -(-128) does not wrap
+    kind = "log_softmax" if name == "log_softmax" else "softmax"
 
-    token = tokenize(name, x, axis, out_dtype)
+    token = tokenize(name, x, axis, out_dtype, recompute, split_every)
     out_meta = np.empty((0,) * x.ndim, dtype=out_dtype)
 
     if x.ndim == 0 or x.numblocks[axis] == 1 or 0 in x.shape:
-        # Whole rows in every block: the kernel does everything, block by block.
+        # Whole rows in every block: the in-memory kernel does everything, block by block.
         return x.map_blocks(
-            partial(_whole_rows, kind=name, axis=axis, out_dtype=out_dtype),
+            partial(_whole_rows, kind=kind, axis=axis, out_dtype=out_dtype),
             dtype=out_dtype,
             meta=out_meta,
             name=f"csoftmax-{name}-{token}",
         )
 
-    # Pass 1: per-row (max, sum of exp) of the whole axis, by a tree reduction over the axis's chunks.
-    stats = da.reduction(
-        x,
-        _chunk_stats,
-        _final_stats,
-        combine=_merge_stats,
-        axis=axis,
-        keepdims=True,
-        dtype=_STATS,
-        concatenate=True,
-        meta=np.empty((0,) * x.ndim, dtype=_STATS),
-        name=f"csoftmax-{name}-stats",
-    )
-    # Pass 2 reads a copy of x's graph that starts only once the statistics are done (see the module docstring):
-    # otherwise every block of x would stay in memory between the two passes.
-    x_again = bind(x, stats, seed=token)
-    # stats has one block along the axis; blockwise broadcasts it against every block of that row of blocks.
+    # Pass 1: every row's merged state, one block per row-block (length 1 along the axis).
+    state = _row_states(x, (axis,), f"csoftmax-{name}-stats", split_every)
+    # Pass 2 reads either a copy of x's graph whose tasks wait for their own rows' states (bounded memory), or x's
+    # own blocks, which then stay in memory between the passes.
+    source = _bound_copy(x, state, (axis,), seed=token) if recompute else x
+    # state has one block along the axis: blockwise pairs block (i, j) with its row-block's state (i, 0).
     return da.map_blocks(
-        partial(_normalise, kind=name, axis=axis, out_dtype=out_dtype),
-        x_again,
-        stats,
+        partial(_apply_block, log=kind == "log_softmax", axis=axis, out_dtype=out_dtype),
+        source,
+        state,
         dtype=out_dtype,
         meta=out_meta,
         name=f"csoftmax-{name}-{token}",
@@ -136,153 +246,178 @@ def _cast_input(x: "da.Array", out_dtype: np.dtype) -> "da.Array":
     return x
 
 
+def _row_states(x: "da.Array", axes: tuple, name: str, split_every: Any) -> "da.Array":
+    """Pass 1: the merged (m, l) of every row over `axes`, keepdims (length 1 along them), cut like x elsewhere."""
+    return da.reduction(
+        x,
+        _block_state,
+        _merge_states,
+        combine=_merge_states,
+        axis=axes,
+        keepdims=True,
+        dtype=_STATE,
+        split_every=split_every,
+        concatenate=True,
+        meta=np.empty((0,) * x.ndim, dtype=_STATE),
+        name=name,
+    )
+
+
+def _bound_copy(x: "da.Array", state: "da.Array", axes: tuple, seed: Any) -> "da.Array":
+    """A copy of x computed again, each of its first tasks waiting for the states of the rows that it feeds.
+
+    dask.graph_manipulation.bind would make every task of the copy wait for all of `state` (one blocker key for
+    the whole collection): no block could be normalised before the last row of the array was merged. Here the
+    graph of x is copied task by task; a task with no dependency inside x's graph (a read, a generator, a
+    persisted block) gets the state keys of the rows below it as extra arguments. Persisted blocks (data in the
+    graph) are referred to by their key, not copied: they are read, not recomputed.
+    """
+    graph = convert_legacy_graph(dict(x.__dask_graph__()))
+    outputs = list(flatten(x.__dask_keys__()))
+
+    def inside(key):  # (a block persisted on a distributed cluster is a Future, which has no task in the graph)
+        return graph[key].dependencies & graph.keys() if key in graph else ()
+
+    # Dependencies come before dependents in `order`: a depth-first walk from x's blocks (x's graph may hold keys
+    # that x does not need, e.g. the rest of an array that x slices; they are left out).
+    order, seen = [], set()
+    for root in outputs:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(inside(root)))]
+        while stack:
+            key, deps = stack[-1]
+            for dep in deps:
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, iter(inside(dep))))
+                    break
+            else:
+                stack.pop()
+                order.append(key)
+    # The rows below every task: a block's row-block is its index with 0 along the reduced axes.
+    rows: dict = {key: set() for key in order}
+    for key in outputs:
+        index = list(key[1:])
+        for a in axes:
+            index[a] = 0
+        rows[key].add((state.name, *index))
+    for key in reversed(order):
+        for dep in inside(key):
+            rows[dep] |= rows[key]
+
+    copy, refers_to_x = {}, False
+    for key in order:
+        node, deps = graph.get(key), inside(key)
+        new_key = clone_key(key, seed)
+        if deps:
+            copy[new_key] = node.substitute({dep: clone_key(dep, seed) for dep in deps}, key=new_key)
+            continue
+        waits = [TaskRef(k) for k in sorted(rows[key])]
+        if node is None or isinstance(node, DataNode):
+            refers_to_x = True
+            copy[new_key] = Task(new_key, _after, TaskRef(key), *waits)
+        else:
+            copy[new_key] = Task(new_key, _after, node, *waits, _data_producer=node.data_producer)
+    name = clone_key(x.name, seed)
+    graph = HighLevelGraph.from_collections(name, copy, dependencies=[state, x] if refers_to_x else [state])
+    return da.Array(graph, name, chunks=x.chunks, meta=x._meta)
+
+
+def _after(value: Any, *states: Any) -> Any:
+    """`value`: the states are arguments only so that the task runs after them."""
+    return value
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Block functions. They run on the workers; everything they need comes in as arguments.
 
 
+def _refuse_masked(block: Any) -> None:
+    """A dask array can claim plain blocks (its meta) and still produce masked ones."""
+    if isinstance(block, np.ma.MaskedArray):
+        raise TypeError(_masked_message("softmax family"))
+
+
 def _whole_rows(block: np.ndarray, kind: str, axis: int, out_dtype: np.dtype) -> np.ndarray:
     """The in-memory function on a block that holds whole rows."""
-    if kind == "softmax":
-        return _csoftmax.softmax(block, dim=axis, dtype=out_dtype)
-    in_memory = getattr(_csoftmax, "log_softmax", None)
-    if in_memory is not None:
-        return in_memory(block, dim=axis, dtype=out_dtype)
-    # No in-memory log_softmax in this csoftmax: the two-pass arithmetic below, applied to the block alone.
-    if block.ndim == 0:
-        return _whole_rows(block.reshape(1), kind, 0, out_dtype).reshape(())
-    return _normalise(block, _final_stats(_chunk_stats(block, axis), axis), kind, axis, out_dtype)
+    _refuse_masked(block)
+    return getattr(_csoftmax, kind)(block, dim=axis, dtype=out_dtype)
 
 
-def _one_axis(axis) -> int:
-    """Dask's reduction passes the axis as a 1-tuple."""
-    return axis[0] if isinstance(axis, tuple) else axis
+def _as_axes(axis: Any) -> tuple:
+    """Dask's reduction passes the axes as a tuple (possibly of one)."""
+    return tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
 
 
-def _pieces(shape: tuple, axis: int):
-    """Cuts a block of `shape` into pieces of about _PIECE_ELEMENTS along its longest dimension.
+def _block_state(block: np.ndarray, axis: Any, keepdims: bool = True) -> np.ndarray:
+    """Pass 1 on one block: row_parts over the block's part of the rows, keepdims."""
+    _refuse_masked(block)
+    axes = _as_axes(axis)
+    kept = tuple(n for i, n in enumerate(block.shape) if i not in axes)
+    if len(axes) > 1:
+        # several axes: moved last and merged into one (a copy only when their strides do not chain)
+        moved = np.moveaxis(block, axes, range(-len(axes), 0))
+        block, axis1 = moved.reshape(kept + (-1,)), len(kept)
+    else:
+        axis1 = axes[0]
+    m, l = _rows.row_parts(block, axis1)
+    state = np.empty(kept, dtype=_STATE)
+    state["m"] = m
+    state["l"] = l
+    return state.reshape(_keepdims_shape(kept, axes))
 
-    Returns (the largest piece's size, [(index of a piece, index of its rows in a keepdims statistics array)]).
+
+def _keepdims_shape(kept: tuple, axes: tuple) -> tuple:
+    """The shape of kept with a 1 put back at every position of axes."""
+    shape = list(kept)
+    for a in sorted(axes):
+        shape.insert(a, 1)
+    return tuple(shape)
+
+
+def _merge_states(parts: np.ndarray, axis: Any, keepdims: bool = True) -> np.ndarray:
+    """Merges the states of several blocks (concatenated along the reduced axes) into one per row.
+
+    m = max(m_i); with a_i = l_i + (m_i - m) (each part's log-sum on the merged scale, <= l of the part at the
+    max), l = A + log1p(sum of exp(a_i - A) over the terms other than one largest, A) -- never 1 + small, which
+    would round a small l's digits away. Ties with A add exactly 1 each. Parts whose m is -inf (nothing, or all
+    -inf) add nothing; a row whose merged m is not finite has l = NaN, as row_parts gives. Computed in long double.
     """
-    full = (slice(None),) * len(shape)
-    size = math.prod(shape)
-    if size <= _PIECE_ELEMENTS:
-        return size, [(full, full)]
-    d = max(range(len(shape)), key=shape.__getitem__)
-    step = max(1, _PIECE_ELEMENTS * shape[d] // size)
-    pieces = []
-    for start in range(0, shape[d], step):
-        piece = full[:d] + (slice(start, start + step),) + full[d + 1 :]
-        # the statistics have length 1 along the softmax axis: a piece of the axis uses all of them
-        pieces.append((piece, piece if d != axis else full))
-    return size // shape[d] * step, pieces
+    axes = _as_axes(axis)
+    m_i = parts["m"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.max(m_i, axis=axes, keepdims=True, initial=-np.inf)  # NaN propagates, +inf wins
+        finite = np.isfinite(m)
+        takes_part = np.isfinite(m_i) & finite
+        shift = np.where(finite, m, 0.0).astype(np.longdouble)
+        a = np.where(takes_part, parts["l"] + (m_i.astype(np.longdouble) - shift), -np.inf).astype(np.longdouble)
+        top = np.max(a, axis=axes, keepdims=True, initial=-np.inf)
+        top_shift = np.where(np.isfinite(top), top, 0)
+        is_top = a == top
+        rest = np.sum(np.where(is_top, 0, np.exp(a - top_shift)), axis=axes, keepdims=True)
+        rest += np.count_nonzero(is_top, axis=axes, keepdims=True) - 1
+        l = np.where(finite, top + np.log1p(rest), np.nan)
+    state = np.empty(m.shape, dtype=_STATE)
+    state["m"] = m
+    state["l"] = l
+    return state
 
 
-def _scratch(flat: np.ndarray, shape: tuple) -> np.ndarray:
-    """The first prod(shape) elements of the flat scratch array, shaped like a piece."""
-    return flat[: math.prod(shape)].reshape(shape)
+def _finish_logsumexp(state: np.ndarray, axes: tuple, keepdims: bool, out_dtype: np.dtype) -> np.ndarray:
+    """m + l of merged states, rounded once to the output dtype; m itself where it is +-inf or NaN."""
+    m = state["m"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = np.where(np.isfinite(m), m.astype(np.longdouble) + state["l"], m)
+    result = quiet_cast(total, out_dtype)
+    return result if keepdims else np.squeeze(result, axis=axes)
 
 
-def _pack(m: np.ndarray, r: np.ndarray) -> np.ndarray:
-    stats = np.empty(m.shape, dtype=_STATS)
-    stats["m"] = m
-    stats["r"] = r
-    return stats
-
-
-def _chunk_stats(block: np.ndarray, axis, keepdims: bool = True) -> np.ndarray:
-    """Pass 1 on one block: per row, m = max and r = sum(exp(x - m)) - 1 over the block's part of the axis.
-
-    r leaves out the 1 that the maximum contributes, summing the other terms directly: log_softmax needs
-    log(sum) = log1p(r), and when the other terms are tiny, 1 + r would round most of their digits away
-    (log_softmax([0, -30])[0]: -log(1 + exp(-30)) = -9.348e-14, where -log1p(exp(-30)) = -9.357623e-14, the value
-    of the in-memory csoftmax.log_softmax).
-    """
-    axis = _one_axis(axis)
-    with np.errstate(all="ignore"):  # NaN and infinities are expected input; _final_stats settles those rows
-        # the max is exact in the input's type; initial=-inf gives empty parts of the axis m = -inf
-        m = np.max(block, axis=axis, keepdims=True, initial=-np.inf).astype(np.float64)
-        # rows whose max is not finite end up NaN (or, all -inf in this block, contribute nothing): any finite
-        # shift keeps exp quiet for them
-        shift = np.where(np.isfinite(m), m, 0.0)
-        r = np.zeros(m.shape, dtype=np.float64)
-        ones = np.zeros(m.shape, dtype=np.float64)  # terms equal to 1: the maximum (and its ties)
-        largest, pieces = _pieces(block.shape, axis)
-        # scratch allocated once per block and reused by every piece (see _normalise)
-        work, flags = np.empty(largest, np.float64), np.empty(largest, np.bool_)
-        for piece, rows in pieces:
-            x = block[piece]
-            e, is_one = _scratch(work, x.shape), _scratch(flags, x.shape)
-            np.copyto(e, x)  # converted to float64: exact (faster than letting subtract convert)
-            np.subtract(e, shift[rows], out=e)
-            np.exp(e, out=e)
-            np.equal(e, 1.0, out=is_one)
-            ones[rows] += is_one.sum(axis=axis, keepdims=True)
-            np.copyto(e, 0.0, where=is_one)
-            r[rows] += e.sum(axis=axis, keepdims=True)
-        # one term of 1 is implicit; ties of the max add whole ones (exactly). A part with no finite value (all
-        # -inf, or empty) has no term of 1 and gets r = -1, i.e. a sum of 0.
-        r += ones - 1.0
-    return _pack(m, r)
-
-
-def _merge_stats(parts: np.ndarray, axis, keepdims: bool = True) -> np.ndarray:
-    """Merges the partials of several blocks (concatenated along the axis) into one per row.
-
-    With s_i = 1 + r_i:  m = max(m_i),  s = sum(s_i * exp(m_i - m)), associative, so Dask may merge in any tree
-    shape. Kept as r = s - 1 without ever forming 1 + r_i: parts at the new max scale by exactly 1, one of them
-    keeps the implicit 1, each other one adds 1 exactly; parts below add (1 + r_i) * exp(m_i - m).
-    """
-    axis = _one_axis(axis)
-    m_i, r_i = parts["m"], parts["r"]
-    with np.errstate(all="ignore"):
-        m = np.max(m_i, axis=axis, keepdims=True, initial=-np.inf)  # NaN propagates, +inf wins
-        at_max = m_i == m
-        # comparing, not subtracting, for parts at the max: this also covers parts that are all -inf, whose
-        # exp(-inf - -inf) would be NaN and poison the sum of a row with finite values in other blocks
-        scale = np.where(at_max, 1.0, np.exp(m_i - m))
-        r = (
-            np.sum(r_i * scale, axis=axis, keepdims=True)
-            + np.sum(np.where(at_max, 0.0, scale), axis=axis, keepdims=True)
-            + (np.count_nonzero(at_max, axis=axis, keepdims=True) - 1.0)
-        )
-    return _pack(m, r)
-
-
-def _final_stats(parts: np.ndarray, axis, keepdims: bool = True) -> np.ndarray:
-    """The last merge, and torch's rule: a row whose max is NaN or +inf, or that is all -inf, is NaN throughout.
-
-    Setting r = NaN for those rows makes pass 2 produce NaN for them with no further test.
-    """
-    stats = _merge_stats(parts, axis)
-    stats["r"][~np.isfinite(stats["m"])] = np.nan
-    return stats
-
-
-def _normalise(block: np.ndarray, stats: np.ndarray, kind: str, axis: int, out_dtype: np.dtype) -> np.ndarray:
-    """Pass 2 on one block: exp(x - m) / s (softmax) or x - m - log(s) (log_softmax), cast to out_dtype."""
-    out = np.empty_like(block, dtype=out_dtype)  # the block's memory order, as the in-memory functions keep it
-    m = stats["m"]
-    largest, pieces = _pieces(block.shape, axis)
-    # One float64 scratch array for all pieces: allocating per piece would cost an mmap, page faults and a munmap
-    # every time in Dask's worker processes, whose malloc settings (MALLOC_TRIM_THRESHOLD_) keep arrays of this
-    # size out of the reusable heap (measured with MALLOC_TRIM_THRESHOLD_=65536: about 3x slower).
-    work = np.empty(largest, np.float64)
-    with np.errstate(all="ignore"):
-        if kind == "softmax":
-            s = 1.0 + stats["r"]
-            for piece, rows in pieces:
-                x = block[piece]
-                e = _scratch(work, x.shape)
-                np.copyto(e, x)  # float64, exactly
-                np.subtract(e, m[rows], out=e)
-                np.exp(e, out=e)
-                np.divide(e, s[rows], out=out[piece], casting="same_kind")  # rounds once, to the output dtype
-        else:
-            log_s = np.log1p(stats["r"])
-            for piece, rows in pieces:
-                x = block[piece]
-                e = _scratch(work, x.shape)
-                np.copyto(e, x)
-                np.subtract(e, m[rows], out=e)
-                np.subtract(e, log_s[rows], out=out[piece], casting="same_kind")
-    return out
+def _apply_block(block: np.ndarray, state: np.ndarray, log: bool, axis: int, out_dtype: np.dtype) -> np.ndarray:
+    """Pass 2 on one block: apply with its rows' merged state, into a new block of out_dtype in block's order."""
+    _refuse_masked(block)
+    out = np.empty_like(block, dtype=out_dtype)
+    m = np.squeeze(state["m"], axis)
+    l = np.squeeze(state["l"], axis).astype(np.float64)
+    return _rows.apply(block, axis, m, l, log, out)

@@ -4,8 +4,14 @@ Covers both plans (the axis in one chunk: blockwise through the kernel; the axis
 reduction of partials and a normalisation pass), the argument rules shared with the in-memory functions, laziness
 and metadata, the absence of any rechunking of the axis, bounded memory (blocks alive at once), and a real
 distributed.LocalCluster with worker processes.
+
+The pitfalls of issue 17 each have a test: no whole-array barrier (test_a_block_waits_only_for_its_own_rows_state,
+test_a_row_block_is_normalised_while_another_row_is_still_in_pass_one), inputs that change when computed again
+(test_changing_input_rows_sum_to_one_*), masked Dask arrays (test_masked_*), and the public functions given a Dask
+array (test_dispatch_*); logsumexp is checked against SciPy and a long double reference.
 """
 import threading
+import warnings
 import weakref
 import zlib
 
@@ -571,6 +577,335 @@ def test_split_every_and_scheduler_do_not_change_the_result():
     for split_every in (2, 3, 32):
         with dask.config.set(split_every=split_every):
             assert_matches(cdask.softmax(x, 1).compute(), ref, np.float64, ulps=4)
+
+
+# ------------------------------------------------------------------------------- no whole-array barrier (pass 2)
+
+
+def _ancestors(graph, key):
+    """Every key that `key` needs, transitively, in a graph of task-spec nodes."""
+    seen, stack = set(), [key]
+    while stack:
+        for dep in graph[stack.pop()].dependencies:
+            if dep not in seen and dep in graph:
+                seen.add(dep)
+                stack.append(dep)
+    return seen
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_a_block_waits_only_for_its_own_rows_state(dim, recompute):
+    """In the graph as built, the pass-2 task of block (i, j) depends on the merged state of row-block i and on
+    pass-1 tasks of row-block i only: no whole-array barrier (bind(x, all states) made every block wait for all)."""
+    from dask._task_spec import convert_legacy_graph
+
+    x = da.random.default_rng(12).standard_normal((9, 12), chunks=(3, 4))  # 3 x 3 blocks
+    other = 1 - dim  # the axis along which blocks are different rows
+    y = cdask.softmax(x, dim, recompute=recompute)
+    graph = convert_legacy_graph(dict(y.__dask_graph__()))
+    (final,) = [name for name in y.dask.layers if "stats-aggregate" in name]
+    for index in np.ndindex(*y.numblocks):
+        needs = _ancestors(graph, (y.name, *index))
+        states = {key for key in needs if isinstance(key, tuple) and key[0] == final}
+        own = list(index)
+        own[dim] = 0
+        assert states == {(final, *own)}, f"block {index} waits for {sorted(states)}"
+        pass_one = {key for key in needs if isinstance(key, tuple) and "stats" in key[0]}
+        assert pass_one and {key[1 + other] for key in pass_one} == {index[other]}, index
+
+
+def test_a_row_block_is_normalised_while_another_row_is_still_in_pass_one():
+    """At run time: one input block of row-block 1 waits until some output block of row-block 0 is done. With a
+    whole-array barrier no output block could be done before that input block, and the wait would time out."""
+    released = threading.Event()
+    timed_out = []
+
+    def produce(block_info=None):
+        i, j = block_info[None]["chunk-location"]
+        if (i, j) == (1, 0) and not released.is_set():
+            timed_out.append(not released.wait(timeout=20))
+        return np.random.default_rng(10 * i + j).standard_normal(block_info[None]["chunk-shape"])
+
+    x = da.map_blocks(produce, chunks=((4, 4), (5, 5, 5)), dtype=np.float64, meta=np.empty((0, 0)))
+    y = cdask.softmax(x, 1)
+
+    class Release(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(key, tuple) and key[0] == y.name and key[1] == 0:
+                released.set()
+
+    with Release():
+        got = y.compute(scheduler="threads", num_workers=4, optimize_graph=False)
+    assert timed_out == [False]
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- inputs that must not be computed twice
+
+
+def _fresh_random(block_info=None):
+    """New random numbers on every call: the input is different each time it is computed."""
+    return np.random.default_rng().standard_normal(block_info[None]["chunk-shape"]) * 4
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_changing_input_rows_sum_to_one_with_recompute_false(optimize):
+    """The default re-produces the input for pass 2; an input that changes between the two computations then
+    gives rows that do not sum to 1 (the documented pitfall). recompute=False reuses pass 1's blocks: they do."""
+    x = da.map_blocks(_fresh_random, chunks=((3, 3), (50,) * 6), dtype=np.float64, meta=np.empty((0, 0)))
+    for kind in ("softmax", "softmin", "log_softmax"):
+        fn = getattr(cdask, kind)
+        to_sums = np.exp if kind == "log_softmax" else (lambda v: v)
+        drifting = to_sums(fn(x, 1).compute(scheduler="threads", optimize_graph=optimize)).sum(axis=1)
+        assert np.abs(drifting - 1).max() > 1e-3, "the pitfall did not show: the test would prove nothing"
+        kept = to_sums(fn(x, 1, recompute=False).compute(scheduler="threads", optimize_graph=optimize))
+        np.testing.assert_allclose(kept.sum(axis=1), 1.0, rtol=1e-12, err_msg=kind)
+
+
+def test_changing_input_rows_sum_to_one_when_persisted():
+    x = da.map_blocks(_fresh_random, chunks=((3, 3), (50,) * 6), dtype=np.float64, meta=np.empty((0, 0)))
+    got = cdask.softmax(x.persist(scheduler="threads"), 1).compute(scheduler="threads")
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_recompute_false_produces_the_input_once():
+    calls = []
+
+    def produce(block):
+        calls.append(1)
+        return block
+
+    a = sample((4, 60), np.float32, seed=13)
+    x = da.from_array(a, chunks=(2, 10)).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    got = cdask.softmax(x, 1, recompute=False).compute(scheduler="threads")
+    assert len(calls) == 12
+    assert_matches(got, csoftmax.softmax(a, 1), np.float32)
+    calls.clear()
+    cdask.softmax(x, 1).compute(scheduler="threads")
+    assert len(calls) == 24  # the default: once per pass
+
+
+# ------------------------------------------------------------------------------------------------------- softmin
+
+
+@pytest.mark.parametrize("how", ["one", "two", "many"])
+@pytest.mark.parametrize("dtype", FLOATS + (np.int8, np.uint8), ids=lambda t: np.dtype(t).name)
+def test_softmin_matches_in_memory(how, dtype):
+    if np.dtype(dtype).kind == "f":
+        a = sample((6, 30), dtype, seed=14)
+    else:  # -(-128) must not wrap, 255 must not become -1: converted to float64 before the negation
+        a = np.linspace(np.iinfo(dtype).min, np.iinfo(dtype).max, 180).astype(dtype).reshape(6, 30)
+    x = da.from_array(a, chunks=(4, axis_chunks(30, how)))
+    y = cdask.softmin(x, 1)
+    want = csoftmax.softmin(a, 1)
+    assert y.dtype == want.dtype
+    assert_matches(y.compute(), want, want.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- logsumexp
+
+
+def logsumexp_reference(a, axis=None, keepdims=False):
+    """log(sum(exp(a))) in long double, SciPy's rules for NaN, +inf, all -inf and empty rows."""
+    w = np.asarray(a).astype(np.longdouble)
+    with np.errstate(all="ignore"):
+        m = np.max(w, axis=axis, keepdims=True, initial=-np.inf)
+        s = np.sum(np.exp(w - np.where(np.isfinite(m), m, 0)), axis=axis, keepdims=True)
+        r = np.where(np.isfinite(m), m + np.log(s), m)
+        r = np.where(np.isnan(w).any(axis=axis, keepdims=True), np.nan, r)
+    return r if keepdims else np.squeeze(r, axis=axis)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2), (-1, 0, 1)])
+@pytest.mark.parametrize("how", ["one", "many"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda t: np.dtype(t).name)
+def test_logsumexp_matches_scipy_and_the_exact_result(dtype, how, axis, keepdims):
+    from scipy.special import logsumexp as scipy_logsumexp
+
+    a = sample(SHAPE, dtype, seed=zlib.crc32(f"lse {how} {axis}".encode()))
+    first = 0 if axis is None else (axis if isinstance(axis, int) else axis[0]) % a.ndim
+    x = da.from_array(a, chunks=chunks_for(a.shape, first, how))
+    y = cdask.logsumexp(x, axis=axis, keepdims=keepdims)
+    want = scipy_logsumexp(a, axis=axis, keepdims=keepdims)
+    assert y.dtype == want.dtype == np.dtype(dtype) and y.shape == want.shape
+    got = y.compute(scheduler="threads")
+    assert got.shape == want.shape and got.dtype == want.dtype
+    exact = logsumexp_reference(a, axis=axis, keepdims=keepdims)
+    assert_matches(got, exact.astype(dtype), dtype, ulps=1, what=f"axis={axis}")
+
+
+def test_logsumexp_special_values_and_empty_rows():
+    """NaN anywhere: NaN; else +inf: +inf; all -inf: -inf; SciPy's answers, whatever block holds them."""
+    from scipy.special import logsumexp as scipy_logsumexp
+
+    a = special_rows(np.float64)
+    x = da.from_array(a, chunks=(5, axis_chunks(a.shape[1], "many")))
+    got = cdask.logsumexp(x, axis=1).compute()
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SciPy's own overflow warnings on rows of +-float64 max
+        want = scipy_logsumexp(a, axis=1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isfinite(want)], want[~np.isfinite(want)])
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-15)
+    for shape, chunks, axis in [((0, 10), (0, 3), 0), ((4, 0), (2, 0), 1), ((4, 0), (2, 0), None)]:
+        got = cdask.logsumexp(da.zeros(shape, chunks=chunks), axis=axis).compute()
+        np.testing.assert_array_equal(got, np.full(np.shape(got), -np.inf))
+        assert np.shape(got) == np.shape(np.sum(np.zeros(shape), axis=axis))  # (SciPy 1.17 fails on some)
+
+
+def test_logsumexp_of_integers_zero_d_and_the_dim_alias():
+    a = np.arange(-10, 20, dtype=np.int16).reshape(3, 10)
+    x = da.from_array(a, chunks=(2, 3))
+    got = cdask.logsumexp(x, dim=1).compute()
+    assert got.dtype == np.float64
+    assert_matches(got, logsumexp_reference(a, 1).astype(np.float64), np.float64, ulps=1)
+    zero_d = cdask.logsumexp(da.from_array(np.float32(2.5), chunks=()))
+    assert zero_d.shape == () and zero_d.dtype == np.float32 and zero_d.compute() == np.float32(2.5)
+    with pytest.raises(TypeError, match="both axis and its alias dim"):
+        cdask.logsumexp(x, axis=0, dim=1)
+    with pytest.raises(AxisError):
+        cdask.logsumexp(x, axis=2)
+
+
+def test_logsumexp_reads_the_input_once_and_any_merge_order_agrees():
+    calls = []
+
+    def produce(block):
+        calls.append(1)
+        return block
+
+    a = sample((5, 400), np.float64, seed=15)
+    x = da.from_array(a, chunks=(5, 13)).map_blocks(produce, meta=np.empty((0, 0)))
+    ref = cdask.logsumexp(x, axis=1).compute(scheduler="threads")
+    assert len(calls) == x.npartitions
+    for split_every in (2, 3, 32):
+        got = cdask.logsumexp(x, axis=1, split_every=split_every).compute()
+        assert_matches(got, ref, np.float64, ulps=1, what=f"split_every={split_every}")
+
+
+def test_logsumexp_of_a_row_whose_terms_below_the_max_are_tiny():
+    """log1p of the terms below the largest, across blocks: [0, -40, -45] gives 4.25e-18 to the last digits."""
+    a = np.array([[0.0, -40.0, -45.0, -50.0], [-40.0, -45.0, -50.0, 0.0]])
+    exact = np.log1p(np.exp(np.longdouble(-40)) + np.exp(np.longdouble(-45)) + np.exp(np.longdouble(-50)))
+    for chunks in ((2, 1), (1, 2), (2, 3)):
+        got = cdask.logsumexp(da.from_array(a, chunks=chunks), axis=1).compute()
+        assert_matches(got, np.full(2, exact).astype(np.float64), np.float64, ulps=1, what=f"chunks {chunks}")
+
+
+@pytest.mark.parametrize("option, value", [("b", np.ones((2, 3))), ("return_sign", True), ("where", True)])
+def test_logsumexp_refuses_what_it_does_not_support(option, value):
+    x = da.zeros((2, 3), chunks=1)
+    with pytest.raises(NotImplementedError, match=f"{option}= is not supported for Dask arrays"):
+        cdask.logsumexp(x, axis=1, **{option: value})
+    assert cdask.logsumexp(x, axis=1, return_sign=False).shape == (2,)
+
+
+# -------------------------------------------------------------------------------- refused arguments and masks
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "softmin"])
+def test_out_and_where_are_refused_clearly(kind):
+    x = da.zeros((2, 3), chunks=1)
+    with pytest.raises(TypeError, match="out= is not supported: the result is a lazy Dask array"):
+        getattr(cdask, kind)(x, 1, out=np.empty((2, 3)))
+    with pytest.raises(NotImplementedError, match="where= is not supported for Dask arrays"):
+        getattr(cdask, kind)(x, 1, where=np.ones((2, 3), bool))
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "softmin", "logsumexp"])
+def test_masked_dask_arrays_are_a_clear_type_error(kind):
+    """A masked Dask array (its meta says so) is refused when the graph is built, not with a NumPy TypeError."""
+    x = da.ma.masked_greater(da.from_array(sample((4, 20), np.float64, seed=16), chunks=(2, 5)), 1.0)
+    with pytest.raises(TypeError, match="masked Dask arrays .* are not supported") as caught:
+        getattr(cdask, kind)(x, 1)
+    assert "dask.array.ma.filled(x, -numpy.inf)" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["one", "many"])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "logsumexp"])
+def test_masked_blocks_behind_a_plain_meta_are_a_clear_type_error(kind, how):
+    """Blocks that turn out masked at run time (the array's meta is a plain ndarray) fail with the same message."""
+    a = sample((4, 20), np.float64, seed=17)
+    x = da.from_array(a, chunks=(2, axis_chunks(20, how))).map_blocks(
+        lambda block: np.ma.masked_greater(block, 1.0), meta=np.empty((0, 0))
+    )
+    with pytest.raises(TypeError, match="masked Dask arrays .* are not supported"):
+        getattr(cdask, kind)(x, 1).compute(scheduler="sync")
+
+
+# ------------------------------------------------------------------------------------------------------ dispatch
+
+
+@pytest.mark.parametrize(
+    "name, args, kwargs",
+    [
+        ("softmax", (1,), {}),
+        ("log_softmax", (), {"dim": -1, "dtype": np.float64}),
+        ("softmin", (), {"axis": 1}),
+        ("logsumexp", (), {"axis": 1, "keepdims": True}),
+    ],
+)
+def test_dispatch_gives_the_lazy_result_for_dask_arrays(name, args, kwargs):
+    """csoftmax.<name>(dask_array, ...) hands over to csoftmax.dask through this hook: a lazy result, equal to
+    csoftmax.dask.<name>'s, and nothing computed."""
+    from csoftmax import _dask_dispatch
+
+    calls = []
+
+    def produce(block):
+        calls.append(1)
+        return block
+
+    a = sample((4, 30), np.float32, seed=18)
+    x = da.from_array(a, chunks=(2, 7)).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    y = _dask_dispatch.dispatch(name, x, *args, **kwargs)
+    assert isinstance(y, da.Array) and calls == []
+    assert y.name == getattr(cdask, name)(x, *args, **kwargs).name
+    np.testing.assert_array_equal(y.compute(), getattr(cdask, name)(x, *args, **kwargs).compute())
+
+
+def test_dispatch_leaves_other_inputs_alone_and_refuses_other_dask_objects():
+    from csoftmax import _dask_dispatch
+
+    for value in (np.zeros((2, 3)), [[1.0, 2.0]], np.ma.masked_array(np.zeros(3))):
+        assert _dask_dispatch.dispatch("softmax", value, 1) is NotImplemented
+        assert cdask.dispatch("softmax", value, 1) is NotImplemented
+    with pytest.raises(TypeError, match=r"csoftmax.softmax\(\): dask.delayed.Delayed is not supported"):
+        _dask_dispatch.dispatch("softmax", dask.delayed(np.zeros)(3), 0)
+    with pytest.raises(TypeError, match="dim is required"):  # no implicit dim for a Dask array
+        _dask_dispatch.dispatch("softmax", da.zeros((2, 3), chunks=1), None)
+
+
+def test_the_dispatch_hook_does_not_import_dask_for_other_inputs():
+    done = _run_python(
+        "import sys, numpy as np\n"
+        "from csoftmax import _dask_dispatch\n"
+        "assert _dask_dispatch.dispatch('softmax', np.zeros((2, 3)), 1) is NotImplemented\n"
+        "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith('dask.')))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+
+def test_the_benchmark_runs_and_checks_its_results():
+    """benchmarks/dask_bench.py on a tiny case: every method's rows checked, and the disk-to-disk memory run."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "dask_bench.py"), "--shape", "32", "3000", "--chunks", "16",
+         "500", "--repeat", "1", "--threads", "2", "--memory-gb", "0.002", "--memory-rows", "4",
+         "--memory-chunk-mb", "0.05", "--npy"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in ("csoftmax.dask vs plain dask", "csoftmax.dask vs rechunk + C", "per thread, for an input of"):
+        assert line in done.stdout, done.stdout
 
 
 # ------------------------------------------------------------------------------------------ distributed cluster
