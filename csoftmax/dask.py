@@ -240,8 +240,10 @@ def _family(name: str, x: Any, dim: Any, dtype: Any, axis: Any, out: Any, where:
 
 
 def _cast_input(x: "da.Array", out_dtype: np.dtype) -> "da.Array":
-    """The input cast of the in-memory functions (csoftmax._api.needs_cast / quiet_cast), block by block."""
-    if needs_cast(x.dtype, out_dtype):
+    """The input cast of the in-memory functions (csoftmax._api.needs_cast / quiet_cast), block by block; and a
+    float64 result of narrower floats widened first, so that pass 1's states are computed in float64 too."""
+    widen = out_dtype == np.float64 and x.dtype != np.float64
+    if needs_cast(x.dtype, out_dtype) or widen:
         return x.map_blocks(quiet_cast, out_dtype, dtype=out_dtype, meta=np.empty((0,) * x.ndim, dtype=out_dtype))
     return x
 

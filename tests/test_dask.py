@@ -296,16 +296,18 @@ def test_rows_sum_to_one_over_many_chunks():
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
-def test_softmax_within_one_ulp_of_exact(dtype):
-    """The two-pass path computes in float64 and rounds once: float16 and float32 results are within 1 ulp of the
-    exact softmax (long double reference), however the axis is chunked."""
+def test_softmax_as_exact_as_the_in_memory_function(dtype):
+    """The two-pass path runs the in-memory function's output pass against the merged states: at most one ulp
+    further from the exact softmax (long double reference) than the in-memory result, however the axis is
+    chunked."""
     from csoftmax._reference import softmax_reference
 
     a = sample((16, 3000), dtype, seed=11)
     exact = softmax_reference(a, 1, out_dtype=np.longdouble)
+    once = float(ulp_diff(csoftmax.softmax(a, 1), exact, np.dtype(dtype)).max())
     for chunks in ((16, 1000), (5, 97)):  # the axis over several chunks (in one chunk, the kernel computes)
         got = cdask.softmax(da.from_array(a, chunks=chunks), 1).compute()
-        assert_matches(got, exact, dtype, ulps=1, what=f"chunks {chunks}")
+        assert_matches(got, exact, dtype, ulps=once + 1, what=f"chunks {chunks}")
 
 
 def test_zero_dim_and_empty_arrays():
