@@ -32,6 +32,10 @@ cdef const csm_kernels *_active = csm_best_kernels()
 
 # How often the calling thread, which works with the pool, takes the GIL to look for Ctrl-C.
 DEF WAIT_SLICE_MS = 20
+# Calls of at most this many elements keep the GIL, as NumPy's ufuncs do below 500: such a call is over before
+# another thread could make use of the GIL, and releasing and retaking it is a good part of its cost
+# (docs/performance.md).
+DEF KEEP_GIL_MAX = 512
 
 
 cdef int _dtype_code(cnp.ndarray a) except -1:
@@ -191,8 +195,15 @@ cdef int _run_into(cnp.ndarray x, cnp.ndarray out, int axis, int op, bint negate
 cdef int _run(csm_call *call) except -1:
     """Runs a call inline (small) or in the pool, waiting in slices so that Ctrl-C interrupts it."""
     cdef int small
-    with nogil:
+    cdef csm_idx n = 1
+    cdef int d
+    for d in range(call.ndim):
+        n *= call.shape[d]
+    if n <= KEEP_GIL_MAX:
         small = csm_run_small(call, _active)
+    else:
+        with nogil:
+            small = csm_run_small(call, _active)
     if small == 0:
         return 0
     if small < 0:
