@@ -68,7 +68,7 @@ import numpy as np  # noqa: E402
 
 try:
     import csoftmax
-    from csoftmax import _core as cs_core
+    from csoftmax import _csoftmax
     from csoftmax._config import config as cs_config
 except ImportError as exc:  # no in-place build and nothing installed: nothing to benchmark
     sys.exit(f"cannot import csoftmax: {exc}")
@@ -893,11 +893,11 @@ def main(argv=None) -> int:
     min_sample = 0.5e-3 if args.quick else 1e-3  # a sample of a short call loops for at least this long
 
     if args.kernels:
-        available = cs_core.available_kernels()
+        available = _csoftmax.available_kernels()
         if args.kernels not in available:
             print(f"unknown kernel set {args.kernels!r}; available here: {available}", file=sys.stderr)
             return 2
-        cs_core.use_kernels(args.kernels)
+        _csoftmax.use_kernels(args.kernels)
 
     if args.sweep:
         if torch is None:
@@ -905,7 +905,7 @@ def main(argv=None) -> int:
             return 2
         import sweep
 
-        print(f"CPU: {cpu_model()}; csoftmax {csoftmax.__version__} [{cs_core.active_kernels()}]; torch "
+        print(f"CPU: {cpu_model()}; csoftmax {csoftmax.__version__} [{_csoftmax.active_kernels()}]; torch "
               f"{torch.__version__}; numpy {np.__version__}")
         budget = args.budget if args.budget is not None else (0.3 if args.quick else 1.0)
         sweep.run(csoftmax, torch, budget=budget, match=args.cases, worst=args.worst)

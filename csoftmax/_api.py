@@ -1,6 +1,8 @@
 """Argument policy of csoftmax: everything torch.nn.functional.softmax decides before it computes.
 
-Policy lives here, loops live in C (src/), and _core.pyx only translates between the two.
+Policy lives here, loops live in C (src/), and _csoftmax.pyx only translates between the two. Every public
+function is defined here the same way: the extension's fast path first (an exact ndarray of native float32/float64
+and an int dim, see _csoftmax.fast_or_none), the policy layer (_family, _backward) for everything else.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core
+from . import _csoftmax
+from ._csoftmax import OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX, OP_SOFTMAX_BACKWARD
+from ._csoftmax import fast_or_none as _fast_or_none
 
 try:  # NumPy >= 1.25
     from numpy.exceptions import AxisError
@@ -226,7 +230,7 @@ def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: b
     out_dtype in x's memory order. The engine converts float16, widens and narrows (dtype=), negates and masks as
     it loads: nothing here copies the input."""
     if out is None:
-        out = _core.empty_like(x, out_dtype)
+        out = _csoftmax.empty_like(x, out_dtype)
     if out.size == 0:
         return out
     if len(axes) > 1:
@@ -235,7 +239,7 @@ def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: b
         merged = [None if a is None else _merge_axes(a, axes) for a in (x, mask, grad)]
         target = _merge_axes(out, axes)
         direct = np.shares_memory(target, out) and target.flags.aligned
-        result = target if direct else _core.empty_like(merged[0], out_dtype)
+        result = target if direct else _csoftmax.empty_like(merged[0], out_dtype)
         _compute(merged[0], (merged[0].ndim - 1,), out_dtype, op, negate, merged[1], merged[2], result)
         if not direct:
             moved_shape = np.moveaxis(out, axes, range(-k, 0)).shape
@@ -245,9 +249,9 @@ def _compute(x: np.ndarray, axes: tuple, out_dtype: np.dtype, op: int, negate: b
         x, out1 = x.reshape(1), out.reshape(1)
         mask = None if mask is None else mask.reshape(1)
         grad = None if grad is None else grad.reshape(1)
-        _core.run_into(x, out1, 0, op, negate, mask, grad)
+        _csoftmax.run_into(x, out1, 0, op, negate, mask, grad)
     else:
-        _core.run_into(x, out, axes[0], op, negate, mask, grad)
+        _csoftmax.run_into(x, out, axes[0], op, negate, mask, grad)
     return out
 
 
@@ -259,7 +263,7 @@ def _into(out: np.ndarray, *inputs) -> bool:
     for a in inputs:
         if a is None or not np.may_share_memory(out, a):
             continue
-        if not _core.same_view(a, out):
+        if not _csoftmax.same_view(a, out):
             return False
     return True
 
@@ -288,14 +292,58 @@ def _family(name: str, op: int, negate: bool, input: Any, dim: Any, dtype: Any, 
     return out
 
 
-def softmax_general(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
-                    where: Any = None) -> np.ndarray:
-    """csoftmax.softmax for every call its fast path (in _csoftmax.pyx, which has the docstring) does not take."""
-    return _family("softmax", _core.OP_SOFTMAX, False, input, dim, dtype, axis, out, where)
+def softmax(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
+            where: Any = None) -> np.ndarray:
+    """Softmax along one dimension: ``exp(x - max) / sum(exp(x - max))``, as ``torch.nn.functional.softmax``.
 
+    Parameters
+    ----------
+    input : array_like
+        Any shape, any strides (transposed, sliced, negative, broadcast, byte-swapped, read-only); never modified
+        and never copied whole. float16 is computed in float32; integers and bools become float64. The masked
+        entries of a ``numpy.ma.MaskedArray`` act as ``where=False``.
+    dim : int, optional
+        The dimension that sums to one; negative counts from the end. ``None`` is torch's deprecated implicit
+        choice (0 for 0-, 1- and 3-d input, else 1) and warns.
+    dtype : float16, float32 or float64, optional
+        The input is cast to it before the operation; the result has this dtype.
+    axis : int, optional
+        Keyword alias of ``dim`` (NumPy spelling); giving both is a TypeError.
+    out : numpy.ndarray, optional
+        Receives the result and is returned: exactly the result's shape and dtype, any strides; it may be the input
+        itself. A wrong shape (ValueError) or dtype (TypeError), or elements that share memory (ValueError), are
+        refused before anything is written.
+    where : array_like of bool, optional
+        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0. The
+        masked entries of a masked-array ``where`` count as False.
 
-_core.set_general_path(softmax_general)
-softmax = _core.softmax
+    ``dim`` may also be a tuple of ints: the entries of each slice over those dimensions sum to one together.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new native-endian array of the input's shape and memory order. Rows containing NaN or +inf, and rows
+        that are entirely -inf, are NaN; -inf entries elsewhere give 0.
+
+    Raises
+    ------
+    numpy.exceptions.AxisError
+        ``dim`` out of range (an IndexError and a ValueError).
+    TypeError
+        non-integer ``dim``, or an unsupported input or ``dtype``.
+
+    Examples
+    --------
+    >>> import numpy as np, csoftmax
+    >>> csoftmax.softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), dim=1).round(4)
+    array([[0.09  , 0.2447, 0.6652],
+           [0.3333, 0.3333, 0.3333]])
+    """
+    if dtype is None and axis is None and where is None:
+        result = _fast_or_none(input, dim, OP_SOFTMAX, False, out)
+        if result is not None:
+            return result
+    return _family("softmax", OP_SOFTMAX, False, input, dim, dtype, axis, out, where)
 
 
 def log_softmax(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
@@ -313,10 +361,10 @@ def log_softmax(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = N
     array([-9.35762297e-14, -3.00000000e+01])
     """
     if dtype is None and axis is None and where is None:
-        result = _core.fast_or_none(input, dim, _core.OP_LOG_SOFTMAX, False, out)
+        result = _fast_or_none(input, dim, OP_LOG_SOFTMAX, False, out)
         if result is not None:
             return result
-    return _family("log_softmax", _core.OP_LOG_SOFTMAX, False, input, dim, dtype, axis, out, where)
+    return _family("log_softmax", OP_LOG_SOFTMAX, False, input, dim, dtype, axis, out, where)
 
 
 def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None, out: Any = None,
@@ -329,10 +377,10 @@ def softmin(input: Any, dim: Any = None, dtype: Any = None, *, axis: Any = None,
     array([0.6652, 0.2447, 0.09  ])
     """
     if dtype is None and axis is None and where is None:
-        result = _core.fast_or_none(input, dim, _core.OP_SOFTMAX, True, out)
+        result = _fast_or_none(input, dim, OP_SOFTMAX, True, out)
         if result is not None:
             return result
-    return _family("softmin", _core.OP_SOFTMAX, True, input, dim, dtype, axis, out, where)
+    return _family("softmin", OP_SOFTMAX, True, input, dim, dtype, axis, out, where)
 
 
 def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) -> np.ndarray:
@@ -350,7 +398,7 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
         # sums (grad 0; output 0, or -inf for log_softmax, whose exp is 0) and their gradient is 0
         hidden = np.ma.getmaskarray(grad) | np.ma.getmaskarray(output)
         g = np.where(hidden, 0, g)
-        y = np.where(hidden, -np.inf if op == _core.OP_LOG_SOFTMAX_BACKWARD else 0, y)
+        y = np.where(hidden, -np.inf if op == OP_LOG_SOFTMAX_BACKWARD else 0, y)
     if y.dtype.type not in _FLOAT_TYPES:
         raise TypeError(f"{name}(): output must be float16, float32 or float64 (a softmax result), not {y.dtype}")
     if g.dtype.kind not in "biuf":
@@ -385,7 +433,7 @@ def softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np
     >>> csoftmax.softmax_backward(np.array([1.0, 0.0, 0.0]), y, dim=0).round(4)
     array([ 0.0819, -0.022 , -0.0599])
     """
-    return _backward("softmax_backward", _core.OP_SOFTMAX_BACKWARD, grad, output, dim, out)
+    return _backward("softmax_backward", OP_SOFTMAX_BACKWARD, grad, output, dim, out)
 
 
 def log_softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -> np.ndarray:
@@ -397,7 +445,7 @@ def log_softmax_backward(grad: Any, output: Any, dim: Any, *, out: Any = None) -
     >>> csoftmax.log_softmax_backward(np.array([1.0, 0.0, 0.0]), y, dim=0).round(4)
     array([ 0.91  , -0.2447, -0.6652])
     """
-    return _backward("log_softmax_backward", _core.OP_LOG_SOFTMAX_BACKWARD, grad, output, dim, out)
+    return _backward("log_softmax_backward", OP_LOG_SOFTMAX_BACKWARD, grad, output, dim, out)
 
 
 class _Module:
@@ -419,6 +467,7 @@ class _DimModule(_Module):
 
     dim: Optional[int] = None   # also what an unpickled state without "dim" falls back to
     _function = None
+    _op, _negate = OP_SOFTMAX, False    # _function's fast path, which calling the module tries first
 
     def __init__(self, dim: Optional[int] = None) -> None:
         self.dim = dim
@@ -432,7 +481,8 @@ class _DimModule(_Module):
         return type(self)._function(input, self.dim)
 
     def __call__(self, input: Any) -> np.ndarray:
-        return type(self)._function(input, self.dim)
+        result = _fast_or_none(input, self.dim, self._op, self._negate)
+        return type(self)._function(input, self.dim) if result is None else result
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -451,12 +501,14 @@ class LogSoftmax(_DimModule):
     """Applies log_softmax along ``dim``, as ``torch.nn.LogSoftmax``."""
 
     _function = staticmethod(log_softmax)
+    _op = OP_LOG_SOFTMAX
 
 
 class Softmin(_DimModule):
     """Applies softmin along ``dim``, as ``torch.nn.Softmin``."""
 
     _function = staticmethod(softmin)
+    _negate = True
 
 
 class Softmax2d(_Module):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from . import _core
+from . import _csoftmax
 from ._version import __version__
 
 __all__ = ["show_config", "config", "use_kernels", "set_num_threads", "get_num_threads", "set_output_cache"]
@@ -19,13 +19,13 @@ CACHE_VARIABLE = "CSOFTMAX_OUTPUT_CACHE"
 def get_num_threads() -> int:
     """Threads csoftmax uses for large arrays (default: the CPUs this process may use, from its affinity mask and
     cgroup quota). Results are bit-identical whatever the thread count."""
-    return _core.get_num_threads()
+    return _csoftmax.get_num_threads()
 
 
 def set_num_threads(n: int) -> None:
     """Set the threads csoftmax uses for large arrays (small calls always run on the calling thread): n >= 1, else
     a ValueError; counts above 257 (the calling thread and the pool's 256 workers, all it runs) mean 257."""
-    _core.set_num_threads(n)
+    _csoftmax.set_num_threads(n)
 
 
 def set_output_cache(max_bytes: int) -> int:
@@ -34,29 +34,29 @@ def set_output_cache(max_bytes: int) -> int:
     what is kept now; a negative count is a ValueError, and counts beyond 2**64 - 1 mean 2**64 - 1. A fresh big
     array costs a page fault per page (the OS zeroes it first): reusing one saves that, and lets two Python threads
     calling softmax run in parallel."""
-    previous = _core.output_cache_limit()
-    _core.set_output_cache_limit(max_bytes)
+    previous = _csoftmax.output_cache_limit()
+    _csoftmax.set_output_cache_limit(max_bytes)
     return previous
 
 
 def use_kernels(name: str) -> None:
     """Make the named kernel set (see ``config()["available"]``) the active one for this process."""
-    _core.use_kernels(name)
+    _csoftmax.use_kernels(name)
 
 
 def config() -> dict:
     """The build and dispatch facts that show_config prints, as a dict."""
     return {
         "version": __version__,
-        "cpu": _core.cpu_features(),
-        "available": _core.available_kernels(),
-        "active": _core.active_kernels(),
-        "descriptions": {name: _core.kernel_description(name) for name in _core.available_kernels()},
+        "cpu": _csoftmax.cpu_features(),
+        "available": _csoftmax.available_kernels(),
+        "active": _csoftmax.active_kernels(),
+        "descriptions": {name: _csoftmax.kernel_description(name) for name in _csoftmax.available_kernels()},
         "forced_by": os.environ.get(ISA_VARIABLE) or None,
-        "num_threads": _core.get_num_threads(),
-        "default_num_threads": _core.default_num_threads(),
-        "output_cache_limit": _core.output_cache_limit(),
-        "output_cache_bytes": _core.output_cache_bytes(),
+        "num_threads": _csoftmax.get_num_threads(),
+        "default_num_threads": _csoftmax.default_num_threads(),
+        "output_cache_limit": _csoftmax.output_cache_limit(),
+        "output_cache_bytes": _csoftmax.output_cache_bytes(),
     }
 
 
@@ -85,18 +85,18 @@ def _apply_environment() -> None:
     value = os.environ.get(variable, "")
     first = value.split(",")[0] if variable == "OMP_NUM_THREADS" else value
     _apply_count(variable, value, first, 1, set_num_threads,
-                 lambda: f"is not a positive integer; using {_core.get_num_threads()} threads")
+                 lambda: f"is not a positive integer; using {_csoftmax.get_num_threads()} threads")
     cache = os.environ.get(CACHE_VARIABLE, "")
     _apply_count(CACHE_VARIABLE, cache, cache, 0, set_output_cache,
-                 lambda: f"is not a byte count >= 0; keeping {_core.output_cache_limit()} bytes")
+                 lambda: f"is not a byte count >= 0; keeping {_csoftmax.output_cache_limit()} bytes")
     name = os.environ.get(ISA_VARIABLE, "").strip()
     if not name:
         return
-    if name.lower() not in _core.available_kernels():
-        _warn(f"{ISA_VARIABLE}={name!r} is not available on this CPU (available: {_core.available_kernels()}); "
-              f"using {_core.active_kernels()!r}")
+    if name.lower() not in _csoftmax.available_kernels():
+        _warn(f"{ISA_VARIABLE}={name!r} is not available on this CPU (available: {_csoftmax.available_kernels()}); "
+              f"using {_csoftmax.active_kernels()!r}")
         return
-    _core.use_kernels(name.lower())
+    _csoftmax.use_kernels(name.lower())
 
 
 def _apply_count(variable: str, value: str, text: str, low: int, apply, complaint) -> None:

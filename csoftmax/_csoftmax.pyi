@@ -1,9 +1,9 @@
 """Types of the compiled bridge (_csoftmax.pyx). Everything here is private to csoftmax: the public functions are
-re-exported by csoftmax/__init__.py, whose softmax is this module's."""
-from typing import Any, Callable, SupportsIndex, TypeVar
+defined in csoftmax/_api.py, which calls this module."""
+from typing import Any, SupportsIndex, TypeVar
 
 import numpy as np
-from numpy.typing import ArrayLike, DTypeLike, NDArray
+from numpy.typing import DTypeLike, NDArray
 
 _Out = TypeVar("_Out", bound=np.ndarray)
 
@@ -15,19 +15,13 @@ OP_LOG_SOFTMAX_BACKWARD: int
 OP_LOGSUMEXP: int
 MAX_THREADS: int
 
-def softmax(
-    input: ArrayLike,
-    dim: SupportsIndex | tuple[SupportsIndex, ...] | None = None,
-    dtype: DTypeLike | None = None,
-    *,
-    axis: SupportsIndex | tuple[SupportsIndex, ...] | None = None,
-    out: NDArray[np.floating[Any]] | None = None,
-    where: ArrayLike | None = None,
-) -> NDArray[np.floating[Any]]: ...
+# engine limits, under their names in src/softmax.h
+CSM_SHORT_ROW_MAX: int
+CSM_NEAR_LIMIT: float
+
 def fast_or_none(
     input: object, dim: object, op: int, negate: bool, out: object = None
 ) -> NDArray[np.floating[Any]] | None: ...
-def set_general_path(function: Callable[..., NDArray[np.floating[Any]]]) -> None: ...
 def run_into(
     x: NDArray[np.floating[Any]],
     out: _Out,

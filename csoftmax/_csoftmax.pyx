@@ -1,16 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The bridge between Python and the C kernels.
 
-Design: _api.py decides everything (dim, dtypes, errors, output allocation); this module only translates an
-ndarray pair into the C contract of src/softmax.h (data pointers, shape, byte strides, dtype codes) and calls the
-driver with the GIL released. It holds the active kernel table, chosen by dispatch.c at import.
+Design: _api.py decides everything (dim, dtypes, errors, output allocation) and defines every public function;
+this module only translates an ndarray call into the C contract (src/softmax.h, declared for Cython in
+_csoftmax.pxd: data pointers, shape, byte strides, dtype codes) and calls the engine with the GIL released. Its
+fast path (fast_or_none) takes the common small calls without the policy layer's Python work. It holds the active
+kernel table, chosen by dispatch.c at import.
 """
 cimport numpy as cnp
 import operator
 
 import numpy as np
-from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport SIZE_MAX, uint16_t, uintptr_t
+from libc.stdint cimport SIZE_MAX, uintptr_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cnp.import_array()
@@ -19,76 +20,6 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order, void *descr, int subok)
     object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims, cnp.npy_intp *strides,
                                 void *data, int flags, void *obj)
-
-cdef extern from "src/softmax.h" nogil:
-    ctypedef ptrdiff_t csm_idx
-    enum:
-        CSM_F16
-        CSM_F32
-        CSM_F64
-        CSM_BOOL
-        CSM_SOFTMAX
-        CSM_LOG_SOFTMAX
-        CSM_SOFTMAX_BACKWARD
-        CSM_LOG_SOFTMAX_BACKWARD
-        CSM_LOGSUMEXP
-        CSM_MAX_WORKERS
-    ctypedef struct csm_type_kernels:
-        int width
-        void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv) noexcept nogil
-    ctypedef struct csm_kernels:
-        const char *name
-        const char *description
-        csm_type_kernels f32
-        csm_type_kernels f64
-    ctypedef struct csm_operand:
-        const char *data
-        const csm_idx *strides
-        int dtype
-        int swapped
-        int aligned
-    ctypedef struct csm_call:
-        int func
-        int negate
-        int ndim
-        const csm_idx *shape
-        int axis
-        csm_operand in_ "in"
-        csm_operand grad
-        csm_operand mask
-        csm_operand out
-        csm_operand state
-    ctypedef struct csm_plan:
-        pass
-    ctypedef struct csm_job:
-        pass
-    csm_plan *csm_plan_new(const csm_call *call, const csm_kernels *kernels, int threads)
-    int csm_plan_parallel(const csm_plan *plan)
-    csm_job *csm_plan_job(csm_plan *plan)
-    int csm_plan_free(csm_plan *plan)
-    int csm_run_small(const csm_call *call, const csm_kernels *kernels)
-    const csm_kernels *csm_best_kernels()
-    const csm_kernels *csm_kernels_by_name(const char *name)
-    int csm_available_kernels(const csm_kernels **lst, int max)
-    const char *csm_cpu_features()
-
-cdef extern from "src/threads.h" nogil:
-    int csm_job_start(csm_job *job)
-    int csm_job_help(csm_job *job, int budget_ms)
-    void csm_job_cancel(csm_job *job)
-    void csm_job_run_inline(csm_job *job)
-    int csm_default_threads()
-    int csm_cpu_quota_threads(const char *path, int n)
-    int csm_get_num_threads()
-    void csm_set_num_threads(int n)
-    void csm_pool_state(int *workers, int *parked)
-
-cdef extern from "src/blocks.h" nogil:
-    void *csm_block_get(size_t *size)
-    void csm_block_put(void *block, size_t size)
-    size_t csm_block_limit()
-    void csm_block_set_limit(size_t limit)
-    size_t csm_block_cached_bytes()
 
 cdef extern from "Python.h":
     # declared without Cython's "except -1", so that a pending KeyboardInterrupt does not jump past the cleanup
@@ -101,6 +32,10 @@ cdef const csm_kernels *_active = csm_best_kernels()
 
 # How often the calling thread, which works with the pool, takes the GIL to look for Ctrl-C.
 DEF WAIT_SLICE_MS = 20
+# Calls of at most this many elements keep the GIL, as NumPy's ufuncs do below 500: such a call is over before
+# another thread could make use of the GIL, and releasing and retaking it is a good part of its cost
+# (docs/performance.md).
+DEF KEEP_GIL_MAX = 512
 
 
 cdef int _dtype_code(cnp.ndarray a) except -1:
@@ -329,8 +264,15 @@ cdef void _state_call(csm_call *call, cnp.ndarray x, cnp.ndarray state, int axis
 cdef int _run(csm_call *call) except -1:
     """Runs a call inline (small) or in the pool, waiting in slices so that Ctrl-C interrupts it."""
     cdef int small
-    with nogil:
+    cdef csm_idx n = 1
+    cdef int d
+    for d in range(call.ndim):
+        n *= call.shape[d]
+    if n <= KEEP_GIL_MAX:
         small = csm_run_small(call, _active)
+    else:
+        with nogil:
+            small = csm_run_small(call, _active)
     if small == 0:
         return 0
     if small < 0:
@@ -369,6 +311,10 @@ def get_num_threads():
 # The most threads a call can use: the calling thread and the pool's CSM_MAX_WORKERS workers.
 MAX_THREADS = CSM_MAX_WORKERS + 1
 
+# Engine limits the tests place their cases around, under their names in src/softmax.h (see _csoftmax.pxd).
+CSM_SHORT_ROW_MAX = c_SHORT_ROW_MAX
+CSM_NEAR_LIMIT = c_NEAR_LIMIT
+
 
 def set_num_threads(n):
     """Sets the threads csoftmax uses for large arrays: n >= 1 (else ValueError); above MAX_THREADS, MAX_THREADS."""
@@ -394,69 +340,6 @@ def cpu_quota_threads(str path, int n):
     """n lowered to the CPU limit of the cgroup v2 cpu.max file at path: the rule default_num_threads applies."""
     cdef bytes encoded = path.encode()
     return csm_cpu_quota_threads(encoded, n)
-
-
-# The policy layer (_api.softmax_general) handles every call the fast path below does not; _api registers it.
-cdef object _general = None
-
-
-def set_general_path(function):
-    global _general
-    _general = function
-
-
-def softmax(input, dim=None, dtype=None, *, axis=None, out=None, where=None):
-    """Softmax along one dimension: ``exp(x - max) / sum(exp(x - max))``, as ``torch.nn.functional.softmax``.
-
-    Parameters
-    ----------
-    input : array_like
-        Any shape, any strides (transposed, sliced, negative, broadcast, byte-swapped, read-only); never modified
-        and never copied whole. float16 is computed in float32; integers and bools become float64. The masked
-        entries of a ``numpy.ma.MaskedArray`` act as ``where=False``.
-    dim : int, optional
-        The dimension that sums to one; negative counts from the end. ``None`` is torch's deprecated implicit
-        choice (0 for 0-, 1- and 3-d input, else 1) and warns.
-    dtype : float16, float32 or float64, optional
-        The input is cast to it before the operation; the result has this dtype.
-    axis : int, optional
-        Keyword alias of ``dim`` (NumPy spelling); giving both is a TypeError.
-    out : numpy.ndarray, optional
-        Receives the result and is returned: exactly the result's shape and dtype, any strides; it may be the input
-        itself. A wrong shape (ValueError) or dtype (TypeError), or elements that share memory (ValueError), are
-        refused before anything is written.
-    where : array_like of bool, optional
-        Broadcastable to the input: masked-out entries take no part and give 0; a fully masked row is all 0. The
-        masked entries of a masked-array ``where`` count as False.
-
-    ``dim`` may also be a tuple of ints: the entries of each slice over those dimensions sum to one together.
-
-    Returns
-    -------
-    numpy.ndarray
-        A new native-endian array of the input's shape and memory order. Rows containing NaN or +inf, and rows
-        that are entirely -inf, are NaN; -inf entries elsewhere give 0.
-
-    Raises
-    ------
-    numpy.exceptions.AxisError
-        ``dim`` out of range (an IndexError and a ValueError).
-    TypeError
-        non-integer ``dim``, or an unsupported input or ``dtype``.
-
-    Examples
-    --------
-    >>> import numpy as np, csoftmax
-    >>> csoftmax.softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), dim=1).round(4)
-    array([[0.09  , 0.2447, 0.6652],
-           [0.3333, 0.3333, 0.3333]])
-    """
-    cdef object result
-    if dtype is None and axis is None and where is None:
-        result = _fast(input, dim, CSM_SOFTMAX, False, out)
-        if result is not None:
-            return result
-    return _general(input, dim, dtype, axis=axis, out=out, where=where)
 
 
 cdef object _fast(object input, object dim, int op, bint negate, object out=None):
@@ -549,7 +432,8 @@ cdef bint _strides_nest(cnp.ndarray a):
 
 
 def fast_or_none(input, dim, int op, bint negate, out=None):
-    """log_softmax's and softmin's fast path (those functions live in _api.py): see _fast."""
+    """The public functions' fast path (they live in _api.py): op (negated input with negate) along dim, or None
+    when the call needs the policy layer; see _fast."""
     return _fast(input, dim, op, negate, out)
 
 

@@ -15,33 +15,33 @@ with warnings.catch_warnings():
         pass
 
 import csoftmax
-from csoftmax import _core
+from csoftmax import _csoftmax
 
 from _helpers import LAYOUTS, make_layout
 
-KERNEL_SETS = _core.available_kernels()
+KERNEL_SETS = _csoftmax.available_kernels()
 
 
 @pytest.fixture(params=KERNEL_SETS)
 def kernel_set(request):
     """Runs the test once per kernel set this CPU has, with that set active; restores the previous one."""
-    before = _core.active_kernels()
-    _core.use_kernels(request.param)
+    before = _csoftmax.active_kernels()
+    _csoftmax.use_kernels(request.param)
     try:
-        assert _core.active_kernels() == request.param
+        assert _csoftmax.active_kernels() == request.param
         yield request.param
     finally:
-        _core.use_kernels(before)
+        _csoftmax.use_kernels(before)
 
 
 @pytest.fixture(autouse=True)
 def _active_kernel_set_is_restored():
     """No test may leave a different kernel set active for the tests after it."""
-    before = _core.active_kernels()
+    before = _csoftmax.active_kernels()
     yield
-    after = _core.active_kernels()
+    after = _csoftmax.active_kernels()
     if after != before:
-        _core.use_kernels(before)
+        _csoftmax.use_kernels(before)
         pytest.fail(f"the active kernel set changed from {before!r} to {after!r} during the test")
 
 

@@ -4,7 +4,7 @@
 * float64 results within 64 ulp of a long double reference.
 * every kernel set agrees with the others.
 * for one kernel set, C, F, transposed and strided layouts of the same data give bit-identical results, every dim.
-* the exponential (csoftmax._core.exp_shifted): at most 2 ulp over x - shift in [-104, 0] (float32) and
+* the exponential (csoftmax._csoftmax.exp_shifted): at most 2 ulp over x - shift in [-104, 0] (float32) and
   [-746, 0] (float64), subnormal results included, for shifts that make x - shift inexact as well as exact.
 """
 import itertools
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 import csoftmax
-from csoftmax import _core, softmax
+from csoftmax import _csoftmax, softmax
 
 from _helpers import (MEASURED, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, reference_log_softmax,
                       reference_softmax, ulp_errors)
 
-KERNEL_SETS = _core.available_kernels()
+KERNEL_SETS = _csoftmax.available_kernels()
 
 ROW_LENGTHS = [1, 2, 3, 7, 8, 15, 16, 17, 31, 64, 1000, 1025, 4097, 65537, 10**6]
 
@@ -153,16 +153,16 @@ def test_log_softmax_top_entry_keeps_a_rest_made_of_terms_below_the_smallest_sub
 @pytest.mark.skipif(len(KERNEL_SETS) < 2, reason="only one kernel set on this CPU")
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_every_kernel_set_agrees_with_the_others(dtype, rng):
-    before = _core.active_kernels()
+    before = _csoftmax.active_kernels()
     cases = [(rows_of(kind, n, rng, dtype if dtype != np.float16 else np.float32).astype(dtype), layout)
              for kind in ("normal", "spread", "offset") for n in (7, 16, 33, 5000) for layout in ("C", "F", "strided")]
     results = {}
     try:
         for name in KERNEL_SETS:
-            _core.use_kernels(name)
+            _csoftmax.use_kernels(name)
             results[name] = [softmax(make_layout(x, layout), dim) for x, layout in cases for dim in (0, 1)]
     finally:
-        _core.use_kernels(before)
+        _csoftmax.use_kernels(before)
     tolerance = {np.float16: 1.0, np.float32: 8.0, np.float64: 8.0}[dtype]
     for a, b in itertools.combinations(KERNEL_SETS, 2):
         worst = 0.0
@@ -239,7 +239,7 @@ def test_every_other_layout_gives_the_same_bits_as_c_order(kernel_set, dtype, rn
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_rows_longer_than_the_fixed_point_chunk_are_bit_identical_across_layouts_and_sum_to_one(kernel_set, dtype,
                                                                                                 rng):
-    n = (1 << 22) + 3  # one more than CSM_SUM_CHUNK terms, so each row is summed in two chunks
+    n = (1 << 22) + 3  # beyond CSM_PIECE terms (src/softmax.h), so each row is summed in pieces that merge
     x = (rng.standard_normal((2, n)) * 3).astype(dtype)
     results = {
         "C": softmax(x, 1),                                         # contiguous rows
@@ -288,7 +288,6 @@ def _exp_samples(dtype, block, rng):
 _EXP_CACHE = {}
 
 
-NEAR_LIMIT = -64.0     # kernels.inc: CSM_NEAR_LIMIT
 
 
 def _measure_exp(dtype, kernel):
@@ -304,13 +303,13 @@ def _measure_exp(dtype, kernel):
     for block in range(EXP_BLOCKS):
         x, shift, hi, lo = _exp_samples(dtype, block, rng)
         out = np.empty_like(x)
-        _core.exp_shifted(x, shift, out, kernel)
+        _csoftmax.exp_shifted(x, shift, out, kernel)
         with np.errstate(under="ignore"):
             ref = np.exp(hi.astype(wide)) * (1 + lo.astype(wide))
         err = ulp_errors(out, ref, dtype)
         subnormal_results += int(np.count_nonzero((ref.astype(dtype) < np.finfo(dtype).tiny) & (ref > 0)))
         exact = (lo == 0) & (hi.astype(dtype).astype(np.float64) == hi)  # x - shift representable in dtype
-        near = hi >= NEAR_LIMIT
+        near = hi >= _csoftmax.CSM_NEAR_LIMIT
         for category, mask in (("exact", exact), ("inexact near", ~exact & near), ("inexact far", ~exact & ~near)):
             if not mask.any():
                 continue
@@ -362,7 +361,7 @@ def test_exp_shifted_is_one_at_zero_and_zero_at_and_beyond_the_underflow_limit(k
     x = np.array([0.0, -0.0, -np.inf, low, low - 1, -1e30, -np.finfo(dtype).max, np.finfo(dtype).tiny * -1,
                   -np.finfo(dtype).smallest_subnormal, 1.0 - 1.0], dtype=dtype)
     out = np.empty_like(x)
-    _core.exp_shifted(x, 0.0, out, kernel_set)
+    _csoftmax.exp_shifted(x, 0.0, out, kernel_set)
     expected = np.array([1, 1, 0, 0, 0, 0, 0, 1, 1, 1], dtype=dtype)
     np.testing.assert_array_equal(out, expected)
     assert not np.signbit(out).any()
@@ -374,11 +373,11 @@ def test_exp_shifted_of_a_row_does_not_depend_on_its_neighbours(kernel_set):
     for dtype in (np.float32, np.float64):
         near = (-rng.uniform(0, 60, 64)).astype(dtype)
         alone = np.empty_like(near)
-        _core.exp_shifted(near, 0.0, alone, kernel_set)
+        _csoftmax.exp_shifted(near, 0.0, alone, kernel_set)
         mixed = near.copy()
         mixed[::3] = dtype(-90.0 if dtype == np.float32 else -700.0)
         out = np.empty_like(mixed)
-        _core.exp_shifted(mixed, 0.0, out, kernel_set)
+        _csoftmax.exp_shifted(mixed, 0.0, out, kernel_set)
         keep = np.ones(64, bool)
         keep[::3] = False
         np.testing.assert_array_equal(bits(out[keep]), bits(alone[keep]))
@@ -386,5 +385,5 @@ def test_exp_shifted_of_a_row_does_not_depend_on_its_neighbours(kernel_set):
 
 def test_the_active_kernel_set_is_one_of_the_available_ones():
     assert KERNEL_SETS and all(isinstance(k, str) for k in KERNEL_SETS)
-    assert _core.active_kernels() in KERNEL_SETS
+    assert _csoftmax.active_kernels() in KERNEL_SETS
     assert csoftmax.softmax is softmax

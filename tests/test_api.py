@@ -700,16 +700,16 @@ def test_the_whole_public_api_works(capsys):
 
 
 def test_show_config_prints_version_and_every_kernel_set_marking_the_active_one(capsys):
-    from csoftmax import _core
+    from csoftmax import _csoftmax
 
     assert csoftmax.show_config() is None
     out = capsys.readouterr().out
     assert csoftmax.__version__ in out
-    for name in _core.available_kernels():
+    for name in _csoftmax.available_kernels():
         assert name in out
     marked = [line for line in out.splitlines() if line.lstrip().startswith("*")]
     assert len(marked) == 1
-    assert _core.active_kernels() in marked[0]
+    assert _csoftmax.active_kernels() in marked[0]
 
 
 def test_show_config_follows_a_kernel_switch(kernel_set, capsys):
@@ -719,10 +719,10 @@ def test_show_config_follows_a_kernel_switch(kernel_set, capsys):
 
 
 def test_unknown_kernel_set_name_is_a_value_error():
-    from csoftmax import _core
+    from csoftmax import _csoftmax
 
     with pytest.raises(ValueError):
-        _core.use_kernels("no-such-kernels")
+        _csoftmax.use_kernels("no-such-kernels")
 
 
 def _run_python(code, **env):
@@ -734,31 +734,31 @@ def _run_python(code, **env):
 
 
 def test_csoftmax_isa_environment_variable_selects_the_kernel_set():
-    from csoftmax import _core
+    from csoftmax import _csoftmax
 
-    last = _core.available_kernels()[-1]
-    proc = _run_python("import csoftmax._core as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA=last)
+    last = _csoftmax.available_kernels()[-1]
+    proc = _run_python("import csoftmax._csoftmax as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA=last)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == last
 
 
 def test_csoftmax_isa_environment_variable_with_unknown_name_warns_and_keeps_the_best():
-    from csoftmax import _core
+    from csoftmax import _csoftmax
 
-    best = _core.available_kernels()[0]
+    best = _csoftmax.available_kernels()[0]
     proc = _run_python("import warnings; warnings.simplefilter('always')\n"
-                       "import csoftmax._core as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA="bogus")
+                       "import csoftmax._csoftmax as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA="bogus")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == best
     assert "RuntimeWarning" in proc.stderr and "bogus" in proc.stderr
 
 
 def test_csoftmax_isa_environment_variable_ignores_case():
-    from csoftmax import _core
+    from csoftmax import _csoftmax
 
-    last = _core.available_kernels()[-1]
+    last = _csoftmax.available_kernels()[-1]
     proc = _run_python("import warnings; warnings.simplefilter('always')\n"
-                       "import csoftmax._core as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA=last.upper())
+                       "import csoftmax._csoftmax as c, csoftmax; print(c.active_kernels())", CSOFTMAX_ISA=last.upper())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == last and "Warning" not in proc.stderr
 

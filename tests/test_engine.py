@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import csoftmax
-from csoftmax import _core
+from csoftmax import _csoftmax
 
 from _helpers import bits, make_layout
 
@@ -22,7 +22,7 @@ PATHS = {
     "rows": ((37, 100), -1),                      # whole rows, groups of four and single rows
     "rows aligned split": ((9, 1000), 1),         # rows long enough to align their stores
     "short rows": ((300, 3), -1),                 # across rows, transposed or gathered
-    "short rows 16": ((77, 16), 1),
+    "short rows at the limit": ((77, _csoftmax.CSM_SHORT_ROW_MAX), 1),
     "half rows": ((13, 2048), -1),                # float16 in the rows kernel (at its limit)
     "long rows": ((2, 70_000), -1),               # runs of one piece (beyond the rows kernel's 64 KiB)
     "long row in pieces": ((1, 2_500_000), -1),   # a run cut into pieces: phases and merges

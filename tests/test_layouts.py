@@ -10,13 +10,15 @@ import pytest
 
 import csoftmax
 from csoftmax import log_softmax, softmax, softmin
+from csoftmax._csoftmax import CSM_SHORT_ROW_MAX
 
 from _helpers import (LAYOUTS, SAME_VALUE_LAYOUTS, assert_softmax_close, bits, make_layout, native,
                       reference_softmax, row_reduce_dims, snapshot)
 
 FLOAT_DTYPES = [np.float16, np.float32, np.float64]
 
-# one shape per ndim: unit axes, short axes (<= 16: the across-rows kernel) and long ones (> 16: the row kernels)
+# one shape per ndim: unit axes, short axes (<= CSM_SHORT_ROW_MAX: the across-rows kernel) and long ones (the row
+# kernels)
 SHAPES = {0: (), 1: (37,), 2: (7, 19), 3: (3, 17, 5), 4: (2, 3, 1, 18), 5: (2, 1, 17, 2, 3)}
 
 VARIANTS = ("finite", "spread", "specials", "neginf_plane", "all_neginf", "huge")
@@ -251,12 +253,12 @@ def test_lanes_whose_least_value_is_at_the_far_limit_have_the_bits_of_rows(dtype
     assert_softmax_close(y, reference_softmax(x, 1), dtype, what=f"{x.shape} dim 1")
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 10, 16])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 10, CSM_SHORT_ROW_MAX])
 def test_short_rows_in_interleaved_groups_have_the_bits_of_single_rows(n, kernel_set, rng):
-    # float32 rows of up to 16 go eight at a time through in-register transposes (AVX2 and AVX-512 sets), three or
-    # four groups of eight interleaved (kernels_avx2.c): two such batches, then single groups, then a remainder the
-    # row kernels finish; specials in different groups of a batch stay in their rows. A row alone (no group of
-    # eight) takes the row kernels: the same bits
+    # float32 rows of up to CSM_SHORT_ROW_MAX go eight at a time through in-register transposes (AVX2 and AVX-512
+    # sets), three or four groups of eight interleaved (kernels_avx2.c): two such batches, then single groups, then a
+    # remainder the row kernels finish; specials in different groups of a batch stay in their rows. A row alone (no
+    # group of eight) takes the row kernels: the same bits
     rows = 8 * 4 * 2 + 8 * 3 + 5
     x = (rng.standard_normal((rows, n)) * 5).astype(np.float32)
     x[8 * 1 + 2, 0] = np.nan
@@ -270,7 +272,8 @@ def test_short_rows_in_interleaved_groups_have_the_bits_of_single_rows(n, kernel
     assert_softmax_close(y, reference_softmax(x, 1), np.float32, what=f"({rows}, {n})")
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33])
+@pytest.mark.parametrize("n", sorted({1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33,
+                                       CSM_SHORT_ROW_MAX - 1, CSM_SHORT_ROW_MAX, CSM_SHORT_ROW_MAX + 1}))
 def test_row_lengths_and_row_counts_around_vector_widths_and_the_short_row_limit_match_reference(n, kernel_set, rng):
     for dtype in FLOAT_DTYPES:
         for rows in (1, 3, 8, 13, 16, 17, 35):  # whole vector-width groups of rows and remainders

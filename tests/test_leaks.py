@@ -334,18 +334,18 @@ def test_a_cached_result_buffer_is_reused_only_once_nothing_refers_to_it():
 def test_the_output_cache_keeps_no_more_than_its_limit():
     previous = csoftmax.set_output_cache(1 << 20)         # 1 MiB: a 2 MiB result is not kept
     try:
-        from csoftmax import _core
+        from csoftmax import _csoftmax
         x = np.ones((512, 1024), np.float32)
         for _ in range(3):
             y = csoftmax.softmax(x, 1)
             del y
-            assert _core.output_cache_bytes() <= 1 << 20
+            assert _csoftmax.output_cache_bytes() <= 1 << 20
         csoftmax.set_output_cache(4 << 20)
         y = csoftmax.softmax(x, 1)
         del y
-        assert _core.output_cache_bytes() == 2 << 20      # kept: within the limit
+        assert _csoftmax.output_cache_bytes() == 2 << 20      # kept: within the limit
         assert csoftmax.set_output_cache(0) == 4 << 20
-        assert _core.output_cache_bytes() == 0            # released at once
+        assert _csoftmax.output_cache_bytes() == 0            # released at once
         np.testing.assert_allclose(csoftmax.softmax(x, 1), 1 / 1024)
         with pytest.raises(ValueError):
             csoftmax.set_output_cache(-1)
@@ -355,7 +355,7 @@ def test_the_output_cache_keeps_no_more_than_its_limit():
 
 def test_the_output_cache_keeps_eight_buffers_releasing_the_oldest_first():
     # README: "At most 8 buffers and 256 MiB are kept (oldest released first)"
-    from csoftmax import _core
+    from csoftmax import _csoftmax
     previous = csoftmax.set_output_cache(0)               # (empties the cache)
     try:
         csoftmax.set_output_cache(256 << 20)
@@ -367,13 +367,13 @@ def test_the_output_cache_keeps_eight_buffers_releasing_the_oldest_first():
         for i in range(len(results)):                     # dropped in the order they were made
             results[i] = None
         gc.collect()
-        assert _core.output_cache_bytes() == sum(n * 4096 for n in rows[2:])     # the two oldest went
+        assert _csoftmax.output_cache_bytes() == sum(n * 4096 for n in rows[2:])     # the two oldest went
     finally:
         csoftmax.set_output_cache(previous)
 
 
 def test_the_output_cache_variable_is_read_at_import():
-    code = ("import csoftmax; from csoftmax import _core; print(_core.output_cache_limit()); "
+    code = ("import csoftmax; from csoftmax import _csoftmax; print(_csoftmax.output_cache_limit()); "
             "csoftmax.show_config()")
     env = dict(os.environ, CSOFTMAX_OUTPUT_CACHE="12345")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

@@ -90,6 +90,39 @@ def test_stub_signatures_have_the_compiled_functions_parameters():
         assert stub == actual, name
 
 
+def test_every_public_function_is_defined_in_the_policy_layer():
+    """One Python layer: each public function and class comes from csoftmax._api, the extension defines none of
+    them and has one name (no _core alias module)."""
+    import importlib.util
+
+    for name in ("softmax", "log_softmax", "softmin", "softmax_backward", "log_softmax_backward", "Softmax",
+                 "LogSoftmax", "Softmin", "Softmax2d"):
+        assert getattr(csoftmax, name).__module__ == "csoftmax._api", name
+        assert not hasattr(_csoftmax, name), name
+    assert importlib.util.find_spec("csoftmax._core") is None
+
+
+def test_op_codes_and_limits_are_the_c_headers_values():
+    """The extension's op codes and limits come from src/softmax.h (the .pxd declares names only): compared with the
+    header's text, so a Python-side copy that drifts from C fails here."""
+    import re
+
+    header = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csoftmax", "src", "softmax.h")
+    if not os.path.isfile(header):
+        header = os.path.join(HERE, "src", "softmax.h")
+    if not os.path.isfile(header):
+        pytest.skip("no src/softmax.h next to the tests or the extension")
+    with open(header, encoding="utf-8") as f:
+        text = f.read()
+    for op, c_name in (("OP_SOFTMAX", "CSM_SOFTMAX"), ("OP_LOG_SOFTMAX", "CSM_LOG_SOFTMAX"),
+                       ("OP_SOFTMAX_BACKWARD", "CSM_SOFTMAX_BACKWARD"),
+                       ("OP_LOG_SOFTMAX_BACKWARD", "CSM_LOG_SOFTMAX_BACKWARD")):
+        assert getattr(_csoftmax, op) == int(re.search(rf"\b{c_name} = (\d+)", text).group(1)), op
+    assert _csoftmax.CSM_SHORT_ROW_MAX == int(re.search(r"#define CSM_SHORT_ROW_MAX (\d+)", text).group(1))
+    assert _csoftmax.CSM_NEAR_LIMIT == float(re.search(r"#define CSM_NEAR_LIMIT \(([-0-9.]+)\)", text).group(1))
+    assert _csoftmax.MAX_THREADS == int(re.search(r"#define CSM_MAX_WORKERS (\d+)", text).group(1)) + 1
+
+
 def test_installed_distribution_carries_the_license():
     dist = _require_installed()
     assert dist.metadata["License-Expression"] == "BSD-3-Clause"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import csoftmax
-from csoftmax import _core
+from csoftmax import _csoftmax
 
 
 # Child interpreters import the same csoftmax as this one (installed wheel, or an in-place build).
@@ -91,7 +91,7 @@ def test_set_num_threads_rejects_non_positive_and_non_integer(restore_threads):
 
 
 def test_default_thread_count_follows_the_affinity_mask():
-    assert _core.default_num_threads() == min(len(os.sched_getaffinity(0)), _core.default_num_threads())
+    assert _csoftmax.default_num_threads() == min(len(os.sched_getaffinity(0)), _csoftmax.default_num_threads())
     code = "import csoftmax; print(csoftmax.get_num_threads())"
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(__file__), env=CHILD_ENV) if _has_taskset() else None
@@ -120,8 +120,8 @@ def _import_with(**variables):
     env = {k: v for k, v in CHILD_ENV.items() if k not in ("CSOFTMAX_NUM_THREADS", "OMP_NUM_THREADS")}
     env.update(variables)
     code = ("import warnings; warnings.simplefilter('always')\n"
-            "import csoftmax; from csoftmax import _core\n"
-            "print(csoftmax.get_num_threads(), _core.output_cache_limit())")
+            "import csoftmax; from csoftmax import _csoftmax\n"
+            "print(csoftmax.get_num_threads(), _csoftmax.output_cache_limit())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=os.path.dirname(__file__), timeout=60)
     assert out.returncode == 0, out.stderr
@@ -130,7 +130,7 @@ def _import_with(**variables):
 
 
 # the count a child gets when no variable sets one
-DEFAULT_THREADS = _core.default_num_threads()
+DEFAULT_THREADS = _csoftmax.default_num_threads()
 
 
 @pytest.mark.parametrize("variables,threads,warning", [
@@ -172,7 +172,7 @@ def test_setters_clamp_values_beyond_what_the_pool_or_memory_can_hold(restore_th
     assert csoftmax.get_num_threads() == 257
     previous = csoftmax.set_output_cache(2**70)
     try:
-        assert _core.output_cache_limit() == 2**64 - 1
+        assert _csoftmax.output_cache_limit() == 2**64 - 1
     finally:
         csoftmax.set_output_cache(previous)
 
@@ -183,7 +183,7 @@ def _wait_for_parked(count, deadline_s=60.0):
     import time
     end = time.monotonic() + deadline_s
     while True:
-        state = _core.pool_state()
+        state = _csoftmax.pool_state()
         if state[1] == count or time.monotonic() > end:
             return state
         time.sleep(0.01)
@@ -196,7 +196,7 @@ def test_lowering_the_thread_count_parks_the_surplus_workers(restore_threads):
     expected = csoftmax.softmax(x, 1)
     csoftmax.set_num_threads(8)
     csoftmax.softmax(x, 1)
-    workers = _core.pool_state()[0]
+    workers = _csoftmax.pool_state()[0]
     assert workers >= 7
     csoftmax.set_num_threads(3)
     for _ in range(3):
@@ -333,10 +333,10 @@ def test_ctrl_c_is_seen_within_a_task_on_long_axes(case):
 ])
 def test_the_default_thread_count_follows_a_cgroup_cpu_quota(tmp_path, content, n, expected):
     (tmp_path / "cpu.max").write_text(content)
-    assert _core.cpu_quota_threads(str(tmp_path / "cpu.max"), n) == expected
-    assert _core.cpu_quota_threads(str(tmp_path / "missing"), n) == n
+    assert _csoftmax.cpu_quota_threads(str(tmp_path / "cpu.max"), n) == expected
+    assert _csoftmax.cpu_quota_threads(str(tmp_path / "missing"), n) == n
 
 
 def test_the_default_thread_count_is_the_affinity_mask_under_this_machines_quota():
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert _core.default_num_threads() == _core.cpu_quota_threads("/sys/fs/cgroup/cpu.max", usable)
+    assert _csoftmax.default_num_threads() == _csoftmax.cpu_quota_threads("/sys/fs/cgroup/cpu.max", usable)

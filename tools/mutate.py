@@ -39,7 +39,7 @@ MUTANTS = [
            "(-ndim, ndim - 1)", "(-ndim - 1, ndim - 1)",
            "a dim one below the range accepted"),
     Mutant("py-softmin-policy", "csoftmax/_api.py",
-           '_family("softmin", _core.OP_SOFTMAX, True,', '_family("softmin", _core.OP_SOFTMAX, False,',
+           '_family("softmin", OP_SOFTMAX, True,', '_family("softmin", OP_SOFTMAX, False,',
            "softmin without its negation outside the fast path"),
     Mutant("py-backward-mask-grad", "csoftmax/_api.py",
            "        g = np.where(hidden, 0, g)\n", "        g = np.asarray(g)\n",

@@ -74,7 +74,7 @@ from uninitialised memory would be used in a comparison, which memcheck reports)
 import sys
 import numpy as np
 import csoftmax
-from csoftmax import _core
+from csoftmax import _csoftmax
 from csoftmax._reference import softmax_reference
 
 assert csoftmax.__file__.startswith(sys.argv[1]), csoftmax.__file__
@@ -104,8 +104,8 @@ def misaligned(a):
 
 
 rng = np.random.default_rng(0)
-for kernels in _core.available_kernels():
-    _core.use_kernels(kernels)
+for kernels in _csoftmax.available_kernels():
+    _csoftmax.use_kernels(kernels)
     print("kernel set", kernels, flush=True)
     for dtype in (np.float32, np.float64, np.float16):
         for shape in [(7,), (3, 5), (20, 16), (9, 3), (33, 17), (4, 3, 5), (2, 3, 4, 5)]:

@@ -9,7 +9,7 @@ so a change in csoftmax can be told apart from a machine that got slower: look a
 import numpy as np
 
 import csoftmax
-from csoftmax import _core
+from csoftmax import _csoftmax
 
 DTYPES = ["float16", "float32", "float64"]
 
@@ -91,7 +91,7 @@ class Kernels:
     """The same float32 work under each kernel set this CPU can run (the list is read at import, so it is the
     running machine's), to see what the SIMD kernels gain over the portable baseline."""
 
-    params = (list(_core.available_kernels()), ["(1024,1024) dim=-1", "(1024,1024) dim=0", "(65536,16) dim=-1"])
+    params = (list(_csoftmax.available_kernels()), ["(1024,1024) dim=-1", "(1024,1024) dim=0", "(65536,16) dim=-1"])
     param_names = ["kernels", "case"]
 
     _CASES = {
@@ -103,12 +103,12 @@ class Kernels:
     def setup(self, kernels, case):
         shape, self.dim = self._CASES[case]
         self.x = make_input(shape, "float32", "C")
-        self.previous = _core.active_kernels()
-        _core.use_kernels(kernels)
+        self.previous = _csoftmax.active_kernels()
+        _csoftmax.use_kernels(kernels)
         csoftmax.softmax(self.x, self.dim)
 
     def teardown(self, kernels, case):
-        _core.use_kernels(self.previous)  # other benchmarks in this process run with the default set
+        _csoftmax.use_kernels(self.previous)  # other benchmarks in this process run with the default set
 
     def time_softmax(self, kernels, case):
         csoftmax.softmax(self.x, self.dim)

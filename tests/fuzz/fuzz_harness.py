@@ -48,7 +48,7 @@ except ImportError:  # NumPy < 1.25
     AxisError = np.AxisError
 
 import csoftmax
-from csoftmax import _core
+from csoftmax import _csoftmax
 from csoftmax._reference import softmax_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -371,14 +371,14 @@ def build_case(draw):
 
 
 def _kernel_sets():
-    return list(_core.available_kernels())
+    return list(_csoftmax.available_kernels())
 
 
 @contextlib.contextmanager
 def kernel_set(name):
     """Makes kernel set `name` active (None: leave the current one) and restores the previous one. A set this CPU
     lacks (a corpus case saved on another machine) runs on the current one."""
-    core = _core
+    core = _csoftmax
     if name is None or name not in _kernel_sets():
         yield
         return
