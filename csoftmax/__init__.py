@@ -30,9 +30,8 @@ def _defer_to_installed_copy():
 if _defer_to_installed_copy():
     pass  # sys.modules["csoftmax"] is now the installed package; this module object is discarded
 else:
-    from ._api import (LogSoftmax, Softmax, Softmax2d, Softmin, log_softmax, log_softmax_backward, softmax,
-                       softmax_backward, softmin)
-    from ._logsumexp import SoftmaxState, logsumexp
+    from ._api import (LogSoftmax, Softmax, Softmax2d, Softmin, SoftmaxState, log_softmax, log_softmax_backward,
+                       logsumexp, softmax, softmax_backward, softmin)
     from ._config import get_num_threads, set_num_threads, set_output_cache, show_config
     from ._version import __version__
 

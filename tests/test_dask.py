@@ -868,6 +868,36 @@ def test_dispatch_gives_the_lazy_result_for_dask_arrays(name, args, kwargs):
     np.testing.assert_array_equal(y.compute(), getattr(cdask, name)(x, *args, **kwargs).compute())
 
 
+@pytest.mark.parametrize(
+    "name, args, kwargs",
+    [
+        ("softmax", (1,), {}),
+        ("softmax", (), {"dim": 0, "dtype": np.float64}),
+        ("log_softmax", (), {"dim": -1}),
+        ("softmin", (), {"axis": 1}),
+        ("logsumexp", (), {"axis": 1, "keepdims": True}),
+        ("logsumexp", (), {"dim": 0}),
+    ],
+)
+def test_the_public_functions_return_the_lazy_result_for_dask_arrays(name, args, kwargs):
+    """csoftmax.<name>(dask_array) is csoftmax.dask.<name>'s lazy result: nothing computed, the same graph."""
+    calls = []
+
+    def produce(block):
+        calls.append(1)
+        return block
+
+    a = sample((4, 30), np.float32, seed=19)
+    x = da.from_array(a, chunks=(2, 7)).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    y = getattr(csoftmax, name)(x, *args, **kwargs)
+    assert isinstance(y, da.Array) and calls == []
+    assert y.name == getattr(cdask, name)(x, *args, **kwargs).name
+    want = getattr(csoftmax, name)(a, *args, **kwargs)
+    np.testing.assert_allclose(y.compute(), want, rtol=1e-5, atol=1e-30)
+    with pytest.raises(TypeError, match="is not supported"):
+        getattr(csoftmax, name)(dask.delayed(np.zeros)((4, 30)), *args, **kwargs)
+
+
 def test_dispatch_leaves_other_inputs_alone_and_refuses_other_dask_objects():
     from csoftmax import _dask_dispatch
 

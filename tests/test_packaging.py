@@ -96,7 +96,7 @@ def test_every_public_function_is_defined_in_the_policy_layer():
     import importlib.util
 
     for name in ("softmax", "log_softmax", "softmin", "softmax_backward", "log_softmax_backward", "Softmax",
-                 "LogSoftmax", "Softmin", "Softmax2d"):
+                 "LogSoftmax", "Softmin", "Softmax2d", "logsumexp", "SoftmaxState"):
         assert getattr(csoftmax, name).__module__ == "csoftmax._api", name
         assert not hasattr(_csoftmax, name), name
     assert importlib.util.find_spec("csoftmax._core") is None
