@@ -577,7 +577,11 @@ def _lse(m: np.ndarray, l: np.ndarray, work: type) -> np.ndarray:
     """log sum exp of rows given as (m, l), in the working type: m + l where m is finite, else m itself (-inf for
     no entries or only -inf ones, +inf, NaN)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.where(np.isfinite(m), np.asarray(m, work) + np.asarray(l, work), np.asarray(m, work))
+        r = np.add(m, l, dtype=work)
+        special = ~np.isfinite(m)
+        if special.any():
+            r[special] = m[special]
+        return r
 
 
 def _log1mexp(t: np.ndarray) -> np.ndarray:
@@ -707,7 +711,7 @@ def logsumexp(a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, r
         if r.dtype != out_dtype:
             with np.errstate(over="ignore", invalid="ignore"):
                 # long double rounds to float16 through float32 in NumPy (twice); float64 rounds to it once
-                r = (r.astype(np.float64) if out_dtype.itemsize < 8 else r).astype(out_dtype)
+                r = (r.astype(np.float64, copy=False) if out_dtype.itemsize < 8 else r).astype(out_dtype)
         if keepdims:
             r = np.expand_dims(r, axes) if axes else r
         return r[()] if r.ndim == 0 else r
