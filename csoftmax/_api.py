@@ -579,9 +579,7 @@ def _lse(m: np.ndarray, l: np.ndarray, work: type) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         r = np.add(m, l, dtype=work)
         special = ~np.isfinite(m)
-        if special.any():
-            r[special] = m[special]
-        return r
+        return np.where(special, np.asarray(m, work), r) if special.any() else r
 
 
 def _log1mexp(t: np.ndarray) -> np.ndarray:
