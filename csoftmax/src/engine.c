@@ -556,7 +556,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     const int res = c->func == CSM_LOGSUMEXP ? OPD_STATE : OPD_OUT;
     char *const res_at = (char *)operand(c, res)->data + off[res];
     const csm_idx res_lane = L->lane[res];
-    csm_fused a = {.func = c->func, .n = n};
+    csm_fused a = {.func = c->func, .n = n, .state_log_sums = p->kt->f64.log_sums};
     if (p->half) {
         a.x = c->in.data + off[OPD_IN] + l0 * L->lane[OPD_IN];
         a.xs = L->lane[OPD_IN];

@@ -196,7 +196,7 @@ static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_id
         }
     short_columns_f32(a->func, col, gcol, n, P);
     if (a->func == CSM_LOGSUMEXP) {
-        for (int p = 0; p < P; p++) store_column_states_f32(a->y + (r0 + 8 * p) * a->ys, a->ys, col[p]);
+        for (int p = 0; p < P; p++) store_column_states_f32(a->state_log_sums, a->y + (r0 + 8 * p) * a->ys, a->ys, col[p]);
         return;
     }
     for (int p = 0; p < P; p++) {

@@ -169,6 +169,10 @@ static inline double csm_state_total(int f32, double total)
     return (double)hi + (double)(float)(total - (double)hi);
 }
 
+/* log S per row or lane from merged state (csm_type_kernels.log_sums) */
+typedef void (*csm_log_sums_fn)(const void *m, const void *m2, const double *total, const int64_t *count,
+                                void *log_hi, void *log_lo, csm_idx n);
+
 /* The fused kernels' arguments: n_rows rows (or one strip of lanes) of n elements, compute type, contiguous along
  * the vector dimension; strides in bytes. y may be x itself (in place). */
 typedef struct {
@@ -187,6 +191,8 @@ typedef struct {
                                     bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, and the
                                     lanes kernel's backward functions */
     float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats */
+    csm_log_sums_fn state_log_sums;  /* CSM_LOGSUMEXP: the active kernel set's float64 log_sums, which every path
+                                        uses for log S (so a kernel borrowed from another set gives the same bits) */
 } csm_fused;
 
 /*
@@ -248,8 +254,7 @@ typedef struct {
 
     /* log S per row or lane from merged state, n at once, vectorised (never a C library call per row): split into
      * T parts (log_hi + log_lo; float64: log_lo 0), NaN where m is not finite; m2 the largest entry below m */
-    void (*log_sums)(const void *m, const void *m2, const double *total, const int64_t *count, void *log_hi,
-                     void *log_lo, csm_idx n);
+    csm_log_sums_fn log_sums;
 } csm_type_kernels;
 
 /* Staging: a block of an operand to or from a contiguous tile of the compute type. */
