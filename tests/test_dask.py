@@ -146,6 +146,17 @@ def sample(shape, dtype, seed):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
+def counted(a, chunks):
+    """(a Dask array of a's values that records each block it produces, the list of records: one per block)."""
+    calls = []
+
+    def produce(block):
+        calls.append(block.shape)
+        return block
+
+    return da.from_array(a, chunks=chunks).map_blocks(produce, meta=np.empty((0,) * a.ndim, a.dtype)), calls
+
+
 def special_rows(dtype, n=40, kind="softmax"):
     """Rows of length n, each exercising a NaN/inf rule, with its special values in different chunks."""
     big = np.finfo(dtype).max
@@ -353,9 +364,15 @@ def _run_python(code):
 
 
 def test_the_core_package_does_not_import_dask():
+    """Not at import, not on the fast path, not on the general path that checks for Dask inputs (a list, a masked
+    array, logsumexp), nor in the dispatch hook itself."""
     done = _run_python(
         "import sys, numpy as np, csoftmax\n"
+        "from csoftmax import _dask_dispatch\n"
         "csoftmax.softmax(np.zeros((2, 3)), dim=1)\n"
+        "csoftmax.log_softmax([[1.0, 2.0]], dim=1); csoftmax.softmin(np.ma.masked_array([1.0, 2.0]), dim=0)\n"
+        "csoftmax.logsumexp([1.0, 2.0])\n"
+        "assert _dask_dispatch.dispatch('softmax', np.zeros((2, 3)), 1) is NotImplemented\n"
         "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith('dask.')))"
     )
     assert done.returncode == 0, done.stderr
@@ -555,14 +572,9 @@ def test_input_blocks_are_not_all_held_between_the_passes():
 
 
 def test_persisted_input_is_read_not_recomputed():
-    calls = []
-
-    def produce(block):
-        calls.append(1)
-        return block
-
     a = np.random.default_rng(6).standard_normal((4, 100))
-    x = da.from_array(a, chunks=(4, 10)).map_blocks(produce, meta=np.empty((0, 0))).persist(scheduler="threads")
+    x, calls = counted(a, (4, 10))
+    x = x.persist(scheduler="threads")
     assert len(calls) == 10
     got = cdask.softmax(x, 1).compute(scheduler="threads")
     assert len(calls) == 10
@@ -672,14 +684,8 @@ def test_changing_input_rows_sum_to_one_when_persisted():
 
 
 def test_recompute_false_produces_the_input_once():
-    calls = []
-
-    def produce(block):
-        calls.append(1)
-        return block
-
     a = sample((4, 60), np.float32, seed=13)
-    x = da.from_array(a, chunks=(2, 10)).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    x, calls = counted(a, (2, 10))
     got = cdask.softmax(x, 1, recompute=False).compute(scheduler="threads")
     assert len(calls) == 12
     assert_matches(got, csoftmax.softmax(a, 1), np.float32)
@@ -772,14 +778,8 @@ def test_logsumexp_of_integers_zero_d_and_the_dim_alias():
 
 
 def test_logsumexp_reads_the_input_once_and_any_merge_order_agrees():
-    calls = []
-
-    def produce(block):
-        calls.append(1)
-        return block
-
     a = sample((5, 400), np.float64, seed=15)
-    x = da.from_array(a, chunks=(5, 13)).map_blocks(produce, meta=np.empty((0, 0)))
+    x, calls = counted(a, (5, 13))
     ref = cdask.logsumexp(x, axis=1).compute(scheduler="threads")
     assert len(calls) == x.npartitions
     for split_every in (2, 3, 32):
@@ -854,14 +854,8 @@ def test_dispatch_gives_the_lazy_result_for_dask_arrays(name, args, kwargs):
     csoftmax.dask.<name>'s, and nothing computed."""
     from csoftmax import _dask_dispatch
 
-    calls = []
-
-    def produce(block):
-        calls.append(1)
-        return block
-
     a = sample((4, 30), np.float32, seed=18)
-    x = da.from_array(a, chunks=(2, 7)).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    x, calls = counted(a, (2, 7))
     y = _dask_dispatch.dispatch(name, x, *args, **kwargs)
     assert isinstance(y, da.Array) and calls == []
     assert y.name == getattr(cdask, name)(x, *args, **kwargs).name
@@ -881,14 +875,8 @@ def test_dispatch_gives_the_lazy_result_for_dask_arrays(name, args, kwargs):
 )
 def test_the_public_functions_return_the_lazy_result_for_dask_arrays(name, args, kwargs):
     """csoftmax.<name>(dask_array) is csoftmax.dask.<name>'s lazy result: nothing computed, the same graph."""
-    calls = []
-
-    def produce(block):
-        calls.append(1)
-        return block
-
     a = sample((4, 30), np.float32, seed=19)
-    x = da.from_array(a, chunks=(2, 7)).map_blocks(produce, meta=np.empty((0, 0), np.float32))
+    x, calls = counted(a, (2, 7))
     y = getattr(csoftmax, name)(x, *args, **kwargs)
     assert isinstance(y, da.Array) and calls == []
     assert y.name == getattr(cdask, name)(x, *args, **kwargs).name
@@ -908,17 +896,6 @@ def test_dispatch_leaves_other_inputs_alone_and_refuses_other_dask_objects():
         _dask_dispatch.dispatch("softmax", dask.delayed(np.zeros)(3), 0)
     with pytest.raises(TypeError, match="dim is required"):  # no implicit dim for a Dask array
         _dask_dispatch.dispatch("softmax", da.zeros((2, 3), chunks=1), None)
-
-
-def test_the_dispatch_hook_does_not_import_dask_for_other_inputs():
-    done = _run_python(
-        "import sys, numpy as np\n"
-        "from csoftmax import _dask_dispatch\n"
-        "assert _dask_dispatch.dispatch('softmax', np.zeros((2, 3)), 1) is NotImplemented\n"
-        "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith('dask.')))"
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
 
 
 

@@ -10,7 +10,7 @@ import pytest
 import csoftmax
 from csoftmax import SoftmaxState, logsumexp
 
-from _helpers import SAME_VALUE_LAYOUTS, make_layout
+from _helpers import SAME_VALUE_LAYOUTS, make_layout, reference_log_softmax, round_to
 
 try:  # NumPy >= 1.25
     from numpy.exceptions import AxisError
@@ -40,23 +40,6 @@ def reference_lse(x, axis=-1, b=None):
         m = np.where(bw != 0, w, -np.inf).max(-1, keepdims=True)
         s = np.where(bw != 0, bw * np.exp(w - m), 0).sum(-1)
         return m[..., 0] + np.log(np.abs(s)), np.sign(s)
-
-
-def reference_log_softmax(x, axis):
-    w = np.moveaxis(np.asarray(x, np.longdouble), axis, -1)
-    with np.errstate(all="ignore"):
-        m = w.max(-1, keepdims=True)
-        top = w == m
-        rest = np.where(top, 0, np.exp(w - m)).sum(-1, keepdims=True)
-        y = (w - m) - np.log1p((top.sum(-1, keepdims=True) - 1) + rest)
-        y = np.where(np.isfinite(m), y, np.nan)
-    return np.moveaxis(y, -1, axis)
-
-
-def round_to(wide, dtype):
-    """Rounded once (NumPy rounds long double to float16 through float32: twice)."""
-    with np.errstate(all="ignore"):
-        return np.asarray(wide).astype(np.float64 if np.dtype(dtype).itemsize < 8 else dtype).astype(dtype)
 
 
 def ulp_error(actual, ref, dtype):
