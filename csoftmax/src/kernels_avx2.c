@@ -177,7 +177,7 @@ static inline void transpose8x8(__m256 r[8])
  * CSM_LOGSUMEXP stores each row's state (two doubles at its row start) instead of transposing back.
  */
 static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
-                                                                  const int P)
+                                                                  const int P, state_rows *states)
 {
     const int halves = n > 8 ? 2 : 1, backward = CSM_IS_BACKWARD(a->func);
     vf col[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX], gcol[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX];
@@ -196,7 +196,7 @@ static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_id
         }
     short_columns_f32(a->func, col, gcol, n, P);
     if (a->func == CSM_LOGSUMEXP) {
-        for (int p = 0; p < P; p++) store_column_states_f32(a->state_log_sums, a->y + (r0 + 8 * p) * a->ys, a->ys, col[p]);
+        for (int p = 0; p < P; p++) add_column_states_f32(states, col[p]);
         return;
     }
     for (int p = 0; p < P; p++) {
@@ -226,12 +226,13 @@ csm_idx csm_short_rows_f32_avx2(const csm_fused *a)
            (!backward || (groups * 8 + 7) * gs + width <= last * gs + 4 * n))
         groups++;
     csm_idx g = 0;
+    state_rows states = {.y = a->y, .ys = a->ys, .log_sums = a->state_log_sums};
     switch (n) {
 #define CSM_SHORT_CASE(N)                                                                                     \
     case N: {                                                                                                 \
         const int P = N < 4 ? 3 : 4;                                                                          \
-        for (; g + P <= groups; g += P) short_groups_f32(a, 8 * g, N, P);                                     \
-        for (; g < groups; g++) short_groups_f32(a, 8 * g, N, 1);                                             \
+        for (; g + P <= groups; g += P) short_groups_f32(a, 8 * g, N, P, &states);                            \
+        for (; g < groups; g++) short_groups_f32(a, 8 * g, N, 1, &states);                                    \
         break;                                                                                                \
     }
         CSM_SHORT_CASE(1) CSM_SHORT_CASE(2) CSM_SHORT_CASE(3) CSM_SHORT_CASE(4) CSM_SHORT_CASE(5)
@@ -240,6 +241,7 @@ csm_idx csm_short_rows_f32_avx2(const csm_fused *a)
         CSM_SHORT_CASE(16)
 #undef CSM_SHORT_CASE
     }
+    if (states.n) state_rows_flush(&states);
     return 8 * groups;
 }
 
