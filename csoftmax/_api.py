@@ -576,10 +576,9 @@ def _parts(x: np.ndarray, axes: tuple, mask: Optional[np.ndarray]) -> Tuple[np.n
 def _lse(m: np.ndarray, l: np.ndarray, work: type) -> np.ndarray:
     """log sum exp of rows given as (m, l), in the working type: m + l where m is finite, else m itself (-inf for
     no entries or only -inf ones, +inf, NaN)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        r = np.add(m, l, dtype=work)
-        special = ~np.isfinite(m)
-        return np.where(special, np.asarray(m, work), r) if special.any() else r
+    r = np.add(m, l, dtype=work)                         # (l is NaN where m is not finite: no warning)
+    special = ~np.isfinite(m)
+    return np.where(special, np.asarray(m, work), r) if special.any() else r
 
 
 def _log1mexp(t: np.ndarray) -> np.ndarray:

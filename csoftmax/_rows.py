@@ -20,7 +20,10 @@ def _new_state(x: np.ndarray, axis: int) -> np.ndarray:
     """An uninitialised state for x's rows: float64, x's shape without the axis and then 2, its dimensions laid
     out in x's memory order (so the engine walks the state as it walks x)."""
     dims = [d for d in range(x.ndim) if d != axis]
-    order = sorted(range(len(dims)), key=lambda i: -abs(x.strides[dims[i]]))
+    strides = [abs(x.strides[d]) for d in dims]
+    if all(a >= b for a, b in zip(strides, strides[1:])):     # (C order and the like: no transpose)
+        return np.empty(tuple(x.shape[d] for d in dims) + (2,))
+    order = sorted(range(len(dims)), key=lambda i: -strides[i])
     state = np.empty(tuple(x.shape[dims[i]] for i in order) + (2,))
     return state.transpose(tuple(np.argsort(order)) + (len(dims),))
 
