@@ -8,7 +8,8 @@ Run from the repository root::
     python benchmarks/compare.py --cases f16 dim0 --kernels baseline
     python benchmarks/compare.py --family    # log_softmax and the backward functions instead
     python benchmarks/compare.py --threads   # 1 vs 2 threads (csoftmax's pool, torch, two Python threads)
-    python benchmarks/compare.py --all       # the three tables (--quick --all: a few minutes)
+    python benchmarks/compare.py --lse       # logsumexp against x.copy(), scipy, torch and NumPy
+    python benchmarks/compare.py --all       # the four tables (--quick --all: a few minutes)
     python benchmarks/compare.py --sweep     # every function x dtype x layout x mask x values (sweep.py)
     python benchmarks/compare.py --sweep --cases float16 where    # the sweep's cells matching any word
 
@@ -32,7 +33,10 @@ The --family table has the same columns for csoftmax.log_softmax (torch.log_soft
 the three-line NumPy log-softmax) and for csoftmax.softmax_backward / log_softmax_backward (torch's backward
 kernels torch._softmax_backward_data / torch._log_softmax_backward_data, the ops autograd calls, timed
 directly; NumPy's formula; the floors copy the upstream gradient). The --threads table times csoftmax and torch
-with 1 and 2 threads, and two Python threads calling csoftmax at once.
+with 1 and 2 threads, and two Python threads calling csoftmax at once. The --lse table times csoftmax.logsumexp
+against x.copy() (a reduction reads the input once and writes almost nothing: a copy reads it and writes it
+again), scipy.special.logsumexp, torch.logsumexp (1 thread) and the two-line NumPy logsumexp; every
+implementation's result is checked against a longdouble reference first, and a wrong one stops the run.
 
 Peers that are not installed are skipped with a note. The table ends with the ratios the issue sets targets
 for: torch(1 thread)/csoftmax (a speedup: higher is better) and csoftmax/floor (lower is better).
@@ -105,8 +109,10 @@ class Case:
     floor: str = "x.copy()"  # which implementation the "cs/floor" ratio divides by
     floor_target: Optional[float] = None  # the issue's target: csoftmax / floor <= this (None: no target)
     torch_target: Optional[float] = None  # the issue's target: torch(1 thread) / csoftmax >= this
-    # what is timed: "softmax" (main table), "log_softmax", "softmax_backward", "log_softmax_backward" (--family)
+    # what is timed: "softmax" (main table), "log_softmax", "softmax_backward", "log_softmax_backward" (--family),
+    # "logsumexp" (--lse)
     op: str = "softmax"
+    scipy_target: Optional[float] = None  # --lse only: scipy / csoftmax >= this
 
 
 def _randn(shape, dtype):
@@ -122,6 +128,12 @@ def _strided_view(rng):
     # Every other column of a C-contiguous (2048, 4096) array: the rows are not contiguous (element stride 8
     # bytes), the case that tests csoftmax's gather path against copying the same view.
     return rng.standard_normal((2048, 4096), dtype=np.float32)[:, ::2]
+
+
+def _transposed_view(rng):
+    # The transpose of a C-contiguous (4096, 4096) array, reduced along its last axis: the elements of a row are
+    # 16 KiB apart. The same memory walk as dim 0 of the C array, reached through the view's strides instead.
+    return rng.standard_normal((4096, 4096), dtype=np.float32).T
 
 
 CASES = [
@@ -159,6 +171,32 @@ FAMILY_CASES = [
     Case("log_softmax_backward (4096,4096) dim0", _randn((4096, 4096), np.float32), 0, floor_target=2,
          torch_target=5, op="log_softmax_backward"),
 ]
+
+
+# --lse: csoftmax.logsumexp. The issue's targets: on float32 (4096,4096), last dim and dim 0, csoftmax at most 1x
+# the time of x.copy() (a reduction reads the input once and writes a row of results; a copy reads and writes the
+# whole array), at least 10x faster than scipy.special.logsumexp and 3x faster than torch.logsumexp (1 thread);
+# on (1e6,10) at least 8x faster than torch. The other rows have no target: a grid over dtype and layout.
+LSE_CASES = [
+    Case("logsumexp (4096,4096) last", _randn((4096, 4096), np.float32), -1, floor_target=1.0, torch_target=3,
+         scipy_target=10, op="logsumexp"),
+    Case("logsumexp (4096,4096) dim0", _randn((4096, 4096), np.float32), 0, floor_target=1.0, torch_target=3,
+         scipy_target=10, op="logsumexp"),
+    Case("logsumexp (1e6,10) last", _randn((1_000_000, 10), np.float32), -1, torch_target=8, op="logsumexp"),
+    Case("logsumexp (4096,4096) f64 last", _randn((4096, 4096), np.float64), -1, op="logsumexp"),
+    Case("logsumexp (4096,4096) f16 last", _randn((4096, 4096), np.float16), -1, op="logsumexp"),
+    Case("logsumexp (64,1000) last", _randn((64, 1000), np.float32), -1, op="logsumexp"),
+    # the floors copy the *view* (a gather of the same elements, a transposing copy)
+    Case("logsumexp (2048,4096)[:,::2] last", _strided_view, -1, op="logsumexp"),
+    Case("logsumexp (4096,4096).T last", _transposed_view, -1, op="logsumexp"),
+]
+# A result further than this from the exact one (in units in the last place of the result's dtype) is wrong and
+# stops the run. Not an accuracy target (the issue's is 2 ulp for csoftmax in float32, shown in its own column):
+# it separates a broken kernel from the rounding of a plain float32 sum, which reached 4 ulp (scipy and NumPy,
+# (4096,4096) dim 0) when this was written.
+LSE_WRONG_ULP = 16
+LSE_ULP_TARGET = {np.dtype(np.float32): 2.0}  # the issue: csoftmax's float32 logsumexp within 2 ulp of exact
+_lse_cs_ulp: dict = {}  # case name -> (csoftmax's worst error in ulp, the input dtype), measured by check_lse
 
 
 @dataclass
@@ -235,6 +273,12 @@ def numpy_softmax_backward(g, y, axis):
 def numpy_log_softmax_backward(g, y, axis):
     """Gradient of log_softmax from its output y and the upstream gradient g: g - exp(y) * sum(g)."""
     return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+
+
+def numpy_logsumexp(x, axis):
+    """The two-line logsumexp most NumPy users write (shift by the max, log of the sum of exp, shift back)."""
+    m = x.max(axis=axis, keepdims=True)
+    return np.log(np.exp(x - m).sum(axis=axis)) + np.squeeze(m, axis=axis)
 
 
 CS_FUNCS = {"log_softmax": csoftmax.log_softmax, "softmax_backward": csoftmax.softmax_backward,
@@ -385,6 +429,67 @@ def build_family_impls(case: Case, args: tuple, notes: list) -> list[Impl]:
     impls.append(Impl("x.copy()", x.copy))
     out = np.empty(x.shape, x.dtype)
     impls.append(Impl("copyto", functools.partial(np.copyto, out, x)))
+    return impls
+
+
+def _lse_funcs(case: Case, x: np.ndarray, notes: list) -> dict:
+    """The logsumexp of every implementation, as zero-argument calls (name -> (call, thread-count setter)):
+    the same callables are checked by check_lse and timed by build_lse_impls."""
+    dim = case.dim
+    funcs = {"csoftmax": (functools.partial(csoftmax.logsumexp, x, dim),
+                          functools.partial(csoftmax.set_num_threads, 1))}
+    if torch is not None:
+        funcs["torch 1t"] = (functools.partial(torch.logsumexp, _torch_tensor(x, notes), dim),
+                             functools.partial(torch.set_num_threads, 1))
+    if scipy is not None:
+        funcs["scipy"] = (functools.partial(scipy.special.logsumexp, x, axis=dim), None)
+    funcs["numpy"] = (functools.partial(numpy_logsumexp, x, dim), None)
+    return funcs
+
+
+def _lse_reference(x: np.ndarray, axis: int) -> np.ndarray:
+    """logsumexp in long double (80-bit extended on x86: 11 more bits than float64), from the input's exact values."""
+    xl = x.astype(np.longdouble)
+    m = xl.max(axis=axis, keepdims=True)
+    return np.log(np.exp(xl - m).sum(axis=axis)) + np.squeeze(m, axis=axis)
+
+
+def _ulp_error(got: np.ndarray, want: np.ndarray, dtype) -> float:
+    """Worst |got - want| in units in the last place of dtype at the exact result."""
+    ulp = np.spacing(np.abs(want).astype(dtype)).astype(np.longdouble)
+    return float(np.max(np.abs(np.asarray(got).astype(np.longdouble) - want) / ulp))
+
+
+def check_lse(case: Case, x: np.ndarray) -> Optional[str]:
+    """Every implementation's logsumexp against a long-double reference, before timing: a problem here is fatal
+    for the run (Table.strict). csoftmax must also keep the input's dtype and drop the reduced axis."""
+    want = _lse_reference(x, case.dim)
+    problems = []
+    for name, (fn, set_threads) in _lse_funcs(case, x, []).items():
+        try:
+            if set_threads is not None:
+                set_threads()
+            got = fn()
+            got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
+        except Exception as exc:
+            problems.append(f"{name} raised {type(exc).__name__}: {exc}")
+            continue
+        if got.shape != want.shape or (name == "csoftmax" and got.dtype != x.dtype):
+            problems.append(f"{name} returned {got.dtype}{got.shape}, expected {x.dtype}{want.shape}")
+            continue
+        err = _ulp_error(got, want, x.dtype)
+        if name == "csoftmax":
+            _lse_cs_ulp[case.name] = (err, x.dtype)
+        if not err <= LSE_WRONG_ULP:  # also catches NaN
+            problems.append(f"{name}'s logsumexp is {err:.3g} ulp from the long-double reference "
+                            f"(more than {LSE_WRONG_ULP}: wrong)")
+    return "; ".join(problems) or None
+
+
+def build_lse_impls(case: Case, x: np.ndarray, notes: list) -> list[Impl]:
+    """The timed callables of one --lse case: csoftmax, torch (1 thread), scipy, NumPy, and x.copy()."""
+    impls = [Impl(name, fn, before=set_threads) for name, (fn, set_threads) in _lse_funcs(case, x, notes).items()]
+    impls.append(Impl("x.copy()", x.copy))
     return impls
 
 
@@ -759,6 +864,73 @@ def print_threads_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+# --lse ratio columns: (name, the Case field holding its target or None, True when higher is better)
+LSE_RATIOS = [("cs/copy", "floor_target", False), ("scipy/cs", "scipy_target", True),
+              ("torch1t/cs", "torch_target", True), ("numpy/cs", None, True)]
+
+
+def summarize_lse(case: Case, impls: list[Impl]) -> dict:
+    med = {i.name: statistics.median(i.times) for i in impls if i.times}
+    cs = med.get("csoftmax")
+
+    def ratio(num, den):
+        return num / den if (num and den) else None
+
+    ratios = {"cs/copy": ratio(cs, med.get("x.copy()")), "scipy/cs": ratio(med.get("scipy"), cs),
+              "torch1t/cs": ratio(med.get("torch 1t"), cs), "numpy/cs": ratio(med.get("numpy"), cs)}
+    targets = {name: getattr(case, field) if field else None for name, field, _ in LSE_RATIOS}
+    checks = {name: target_check(ratios[name], targets[name], higher) for name, _, higher in LSE_RATIOS}
+    err, dtype = _lse_cs_ulp.get(case.name, (None, None))
+    err_target = LSE_ULP_TARGET.get(dtype)
+    cs_times = next((i.times for i in impls if i.name == "csoftmax"), [])
+    return {
+        "case": case.name,
+        "medians": med,
+        "rounds": max((len(i.times) for i in impls), default=0),
+        "cs_iqr_pct": _iqr_pct(cs_times),
+        "ratios": ratios,
+        "targets": targets,
+        "checks": checks,
+        "cs_err_ulp": err,
+        "err_target": err_target,
+        "err_check": target_check(err, err_target, False),
+    }
+
+
+def print_lse_table(rows: list[dict], columns: list[str]) -> None:
+    head = (["case"] + columns + [name for name, _, _ in LSE_RATIOS]
+            + ["cs err (ulp)", "targets", "meets", "cs IQR"])
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" if h == "case" else "--:" for h in head) + "|")
+    for r in rows:
+        named = [(name, higher) for name, _, higher in LSE_RATIOS if r["targets"][name] is not None]
+        targets = [f"{name} {'>=' if higher else '<='}{r['targets'][name]:g}x" for name, higher in named]
+        meets = [r["checks"][name] for name, _ in named]
+        if r["err_target"] is not None:
+            targets.append(f"err <={r['err_target']:g} ulp")
+            meets.append(r["err_check"])
+        targets, meets = ", ".join(targets), ", ".join(meets)
+        cells = [r["case"] + (" **WRONG**" if r.get("problem") else "")]
+        cells += [fmt_time(r["medians"].get(c)) for c in columns]
+        cells += [fmt_ratio(r["ratios"][name]) for name, _, _ in LSE_RATIOS]
+        cells += ["-" if r["cs_err_ulp"] is None else f"{r['cs_err_ulp']:.2f}", targets or "-", meets or "-",
+                  "-" if r["cs_iqr_pct"] is None else f"{r['cs_iqr_pct']:.0f}%"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def print_lse_targets(rows: list[dict]) -> None:
+    """One line per target of the issue: the measured ratio and met / MISSED."""
+    for r in rows:
+        for name, _, higher in LSE_RATIOS:
+            target = r["targets"][name]
+            if target is not None:
+                print(f"target: {r['case']}: {name} {fmt_ratio(r['ratios'][name])} "
+                      f"({'>=' if higher else '<='} {target:g}x): {r['checks'][name]}")
+        if r["err_target"] is not None:
+            print(f"target: {r['case']}: csoftmax error {r['cs_err_ulp']:.2f} ulp (<= {r['err_target']:g} ulp): "
+                  f"{r['err_check']}")
+
+
 def write_png(rows: list[dict], path: str, title: str) -> Optional[str]:
     """Two panels: csoftmax/floor (lower is better) and torch(1t)/csoftmax (higher is better), a bar per case,
     green when the issue's target is met, red when missed, grey without a target; the target is a black tick."""
@@ -814,6 +986,11 @@ class Table:
     build: Callable  # (case, inputs, notes) -> impls
     summarize: Callable  # (case, impls) -> row
     progress: str  # the column shown on the progress line
+    strict: bool = False  # a problem found by check stops the run (WrongResult) instead of marking the row
+
+
+class WrongResult(Exception):
+    """An implementation's result failed the check of a strict table: its timings would be worthless."""
 
 
 TABLES = [
@@ -823,6 +1000,8 @@ TABLES = [
           check_family, build_family_impls, summarize, "csoftmax"),
     Table("threads", f"1 vs {THREADS} threads (--threads)", THREAD_CASES, prepare_threads, check_threads,
           build_thread_impls, summarize_threads, f"cs {THREADS}t"),
+    Table("lse", "logsumexp (--lse)", LSE_CASES, lambda case, rng: case.make(rng), check_lse, build_lse_impls,
+          summarize_lse, "csoftmax", strict=True),
 ]
 
 
@@ -837,6 +1016,8 @@ def run_table(table: Table, cases: list, timing: tuple, np_rng: np.random.Genera
         data = table.prepare(case, np_rng)
         notes: list[str] = []
         problem = table.check(case, data)
+        if problem and table.strict:
+            raise WrongResult(f"{case.name}: {problem}")
         impls = table.build(case, data, notes)
         load = LoadMeter()
         with warnings.catch_warnings():
@@ -873,7 +1054,9 @@ def main(argv=None) -> int:
                    help="the log_softmax / softmax_backward / log_softmax_backward table")
     p.add_argument("--threads", action="store_true",
                    help=f"the 1 vs {THREADS} threads table (csoftmax's pool, torch, two Python threads)")
-    p.add_argument("--all", action="store_true", help="the three tables")
+    p.add_argument("--lse", action="store_true",
+                   help="the logsumexp table (csoftmax, x.copy(), scipy, torch 1 thread, NumPy)")
+    p.add_argument("--all", action="store_true", help="the four tables")
     p.add_argument("--sweep", action="store_true",
                    help="the grid of sweep.py instead of the tables: every function x dtype x layout x mask x value "
                         "pattern against torch and against plain softmax, worst ratios first (needs torch)")
@@ -931,8 +1114,8 @@ def main(argv=None) -> int:
     print(f"csoftmax {cfg['version']} from {os.path.dirname(csoftmax.__file__)}; active kernels: "
           f"{cfg['active']} (available: {', '.join(cfg['available'])})"
           + (f"; forced by CSOFTMAX_ISA={cfg['forced_by']}" if cfg["forced_by"] else ""))
-    print(f"csoftmax threads: 1 in the main and family tables (set before every sample; its default here: "
-          f"{default_threads})" + (f"; 1 and {THREADS} in the threads table" if "threads" in chosen else ""))
+    print(f"csoftmax threads: 1 in the main, family and logsumexp tables (set before every sample; its default "
+          f"here: {default_threads})" + (f"; 1 and {THREADS} in the threads table" if "threads" in chosen else ""))
     versions = [f"numpy {np.__version__}", f"python {platform.python_version()}"]
     if torch is not None:
         versions.append(f"torch {torch.__version__} (1 and {TORCH_ALL_THREADS} threads)")
@@ -962,6 +1145,9 @@ def main(argv=None) -> int:
     try:
         for table, cases in selected:
             results[table.key] = run_table(table, cases, timing, np_rng, order_rng)
+    except WrongResult as exc:
+        print(f"wrong result, run stopped: {exc}", file=sys.stderr)
+        return 1
     finally:
         csoftmax.set_num_threads(saved_threads)  # main() may be called from a program that goes on
 
@@ -986,6 +1172,16 @@ def main(argv=None) -> int:
                   f"plain copy instead of softmax (the memory bandwidth a second core adds). cs IQR: interquartile "
                   f"range of the "
                   f"samples. other load: CPUs kept busy by other processes while the case ran.)")
+        elif table.key == "lse":
+            print_lse_table(rows, columns)
+            print()
+            print(f"({len(rows)} cases in {elapsed:.0f} s. cs/copy: csoftmax.logsumexp time / x.copy() time (lower is "
+                  f"better); scipy/cs, torch1t/cs, numpy/cs: how many times slower scipy.special.logsumexp, "
+                  f"torch.logsumexp with 1 thread and the two-line NumPy logsumexp are (higher is better for "
+                  f"csoftmax); cs err: csoftmax's worst error against a long-double reference, in ulp of the dtype "
+                  f"(every implementation was checked to be within {LSE_WRONG_ULP} ulp); cs IQR: interquartile "
+                  f"range of csoftmax's samples.)")
+            print_lse_targets(rows)
         else:
             print_table(rows, columns)
             print()
