@@ -1182,7 +1182,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         if (backward || (threads > 1 && p->units < 2 * threads && p->run_len >= 4 * CSM_SMALL_PIECE))
             p->piece_len = CSM_SMALL_PIECE;
         p->pieces = (p->run_len + p->piece_len - 1) / p->piece_len;
-        p->store_e = c->func == CSM_SOFTMAX && !p->apply && p->direct[OPD_OUT] && (size_t)p->run_len * es <= CSM_STORE_BUDGET;
+        p->store_e = c->func == CSM_SOFTMAX && !p->apply && p->direct[OPD_OUT] &&
+                     (size_t)p->run_len * es <= CSM_STORE_BUDGET;
         p->per_task = CSM_TASK_ELEMENTS / (p->run_len > 0 ? p->run_len : 1);
         if (p->per_task < 1) p->per_task = 1;
         p->slot_lanes = p->width;

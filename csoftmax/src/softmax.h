@@ -19,6 +19,8 @@
  *   S = sum_i e_i, each e_i rounded to fixed point (2^-40; float64 adds a 2^-80 limb) and added as integers:
  *       integer addition is associative, so S does not depend on the order of the walk.
  *   softmax: y_i = e_i * (1/S); log_softmax: y_i = (x_i - m) - log S, log S from the top entries (see kernels.inc).
+ *   logsumexp: the rows' state (m, log S), log S in float64 for every compute type (kernels.inc's store_states);
+ *   given a state, softmax and log_softmax run their output pass against it (1/S taken as exp(-log S)).
  */
 #ifndef CSOFTMAX_SOFTMAX_H
 #define CSOFTMAX_SOFTMAX_H
