@@ -10,9 +10,10 @@ from csoftmax import _rows
 from _helpers import LAYOUTS, make_layout, reference_log_softmax, reference_softmax
 
 # (shape, axis): short rows, rows in cache, float16 rows the kernel reads itself, runs longer than the cache,
-# interleaved lanes along a contiguous axis, streamed lanes, a lone row, 4-d with the axis inside
+# interleaved lanes along a contiguous axis, streamed lanes, a lone row, 4-d with the axis inside; short rows and
+# rows in cache past the 64 rows whose states wait for one log S call (kernels.inc's state_rows)
 PATH_CASES = [((50, 5), 1), ((21, 100), 1), ((9, 600), 1), ((2, 20000), 1), ((3, 700, 4), 1), ((300, 40), 0),
-              ((37,), 0), ((2, 3, 5, 7), 2)]
+              ((37,), 0), ((2, 3, 5, 7), 2), ((203, 11), 1), ((131, 19), 1)]
 
 
 def reference_parts(x, axis):
