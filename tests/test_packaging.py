@@ -152,6 +152,19 @@ def test_extension_is_linked_to_libm():
         assert b"libm.so.6\0" in f.read()        # a DT_NEEDED entry's name in the dynamic string table
 
 
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="glibc symbol versions")
+def test_extension_needs_no_glibc_newer_than_its_wheel_promises():
+    """manylinux_2_28: every versioned symbol the extension needs from glibc (its version names sit in the dynamic
+    string table) is at most GLIBC_2.28; exp and expf are bound to their first versions (compiler.h) in every file
+    that calls them."""
+    import re
+
+    with open(EXTENSION, "rb") as f:
+        versions = {int(v) for v in re.findall(rb"GLIBC_2\.(\d+)", f.read())}
+    assert versions and max(versions) <= 28, sorted(versions)
+
+
 def test_version_of_the_installed_metadata_is_the_package_version():
     dist = _require_installed()
     assert dist.version == csoftmax.__version__

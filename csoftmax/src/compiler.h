@@ -10,7 +10,8 @@
  *   csm_spin_pause(): tells the CPU that this thread is polling (x86 pause, Arm yield; nothing elsewhere), so a
  *       spin-wait leaves the core's resources to its sibling thread and does not flood the memory system.
  *   CSM_GLIBC_BASE: on glibc, the first symbol version of the architecture, for `.symver` bindings that keep the
- *       extension loadable on the oldest glibc its wheel promises (os.h, kernels.inc).
+ *       extension loadable on the oldest glibc its wheel promises (os.h, and exp/expf below for every file that
+ *       includes this one).
  */
 #ifndef CSOFTMAX_COMPILER_H
 #define CSOFTMAX_COMPILER_H
@@ -21,6 +22,14 @@
 #define CSM_GLIBC_BASE "GLIBC_2.2.5"
 #elif defined(__GLIBC__) && defined(__aarch64__)
 #define CSM_GLIBC_BASE "GLIBC_2.17"
+#endif
+
+/* Linked to libm, exp and expf would need the versions glibc 2.29 and 2.27 gave them (a faster exp without the
+ * SVID error handling): more than manylinux_2_28 promises. Their original versions, which every glibc has, give
+ * the same values on a current glibc (its error handling only sets errno, which -fno-math-errno ignores). */
+#ifdef CSM_GLIBC_BASE
+__asm__(".symver exp, exp@" CSM_GLIBC_BASE);
+__asm__(".symver expf, expf@" CSM_GLIBC_BASE);
 #endif
 
 #define CSM_PRAGMA(text) _Pragma(#text)

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compiler.h"                    /* (exp's glibc version) */
 #include "softmax.h"
 #include "threads.h"
 
