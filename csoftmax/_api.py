@@ -835,17 +835,9 @@ class SoftmaxState:
                              "must describe the same rows")
         dtype = np.promote_types(self.dtype, other.dtype)
         work = _work_type(dtype)
-        m1, m2 = self.max, other.max
-        l1, l2 = np.asarray(self.logsum, work), np.asarray(other.logsum, work)
-        with np.errstate(invalid="ignore", over="ignore"):
-            m = np.maximum(m1, m2)
-            # each part's log-sum relative to the common max: exactly l for the part that holds it
-            t1 = np.where(m1 == -np.inf, -np.inf, (np.asarray(m1, work) - m) + l1)
-            t2 = np.where(m2 == -np.inf, -np.inf, (np.asarray(m2, work) - m) + l2)
-            hi = np.maximum(t1, t2)
-            lo = np.minimum(t1, t2)
-            l = np.where(np.isfinite(m), hi + np.log1p(np.exp(lo - hi)), np.nan)
-        return SoftmaxState(m, l, self.dim, dtype)
+        m, l = _rows.merge(np.stack([self.max, other.max]),
+                           np.stack([np.asarray(self.logsum, work), np.asarray(other.logsum, work)]), (0,), work)
+        return SoftmaxState(m[0], l[0], self.dim, dtype)
 
     @staticmethod
     def merge_all(states: Iterable["SoftmaxState"]) -> "SoftmaxState":

@@ -4,7 +4,8 @@ are built on.
 For rows along `axis` (the entries where `mask` is true, all when it is None):
   m = the largest entry (NaN if any entry is NaN, -inf if there is none or all are -inf);
   l = log(sum(exp(x - m))) >= 0, NaN where m is not finite.
-logsumexp is m + l; softmax is exp(x - m - l), log_softmax (x - m) - l. Both run on the C engine's kernels
+logsumexp is m + l; softmax is exp(x - m - l), log_softmax (x - m) - l; `merge` combines the states of parts of
+the same rows (SoftmaxState and the Dask passes). row_parts and apply run on the C engine's kernels
 (CSM_LOGSUMEXP, and softmax / log_softmax against a given state).
 """
 from __future__ import annotations
@@ -63,3 +64,27 @@ def apply(x: np.ndarray, axis: int, m: np.ndarray, l: np.ndarray, log: bool, out
     state[..., 1] = l
     _csoftmax.apply_state(x, state, out, axis, _csoftmax.OP_LOG_SOFTMAX if log else _csoftmax.OP_SOFTMAX)
     return out
+
+
+def merge(m: np.ndarray, l: np.ndarray, axes: tuple, work: type) -> Tuple[np.ndarray, np.ndarray]:
+    """The states (m, l) of parts of the same rows, stacked along `axes`, merged into one per row (keepdims), in
+    the working type `work` (l's type; m stays float64).
+
+    m = max(m_i); with a_i = l_i + (m_i - m) (each part's log-sum on the merged scale, <= l of the part at the
+    max), l = A + log1p(sum of exp(a_i - A) over the terms other than one largest, A) -- never 1 + small, which
+    would round a small l's digits away. Ties with A add exactly 1 each. Parts whose m is -inf (nothing, or all
+    -inf) add nothing; a row whose merged m is not finite has l = NaN, as row_parts gives. The result does not
+    depend on the parts' order (the same bits).
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        m_max = np.max(m, axis=axes, keepdims=True, initial=-np.inf)   # NaN propagates, +inf wins
+        finite = np.isfinite(m_max)
+        takes_part = np.isfinite(m) & finite
+        shift = np.where(finite, m_max, 0.0).astype(work)
+        a = np.where(takes_part, np.asarray(l, work) + (np.asarray(m, work) - shift), -np.inf).astype(work)
+        top = np.max(a, axis=axes, keepdims=True, initial=-np.inf)
+        is_top = a == top
+        rest = np.sum(np.where(is_top, 0, np.exp(a - np.where(np.isfinite(top), top, 0))), axis=axes,
+                      keepdims=True)
+        rest += np.count_nonzero(is_top, axis=axes, keepdims=True) - 1
+        return m_max, np.where(finite, top + np.log1p(rest), np.nan).astype(work)

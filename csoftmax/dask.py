@@ -380,27 +380,9 @@ def _keepdims_shape(kept: tuple, axes: tuple) -> tuple:
 
 
 def _merge_states(parts: np.ndarray, axis: Any, keepdims: bool = True) -> np.ndarray:
-    """Merges the states of several blocks (concatenated along the reduced axes) into one per row.
-
-    m = max(m_i); with a_i = l_i + (m_i - m) (each part's log-sum on the merged scale, <= l of the part at the
-    max), l = A + log1p(sum of exp(a_i - A) over the terms other than one largest, A) -- never 1 + small, which
-    would round a small l's digits away. Ties with A add exactly 1 each. Parts whose m is -inf (nothing, or all
-    -inf) add nothing; a row whose merged m is not finite has l = NaN, as row_parts gives. Computed in long double.
-    """
-    axes = _as_axes(axis)
-    m_i = parts["m"]
-    with np.errstate(invalid="ignore", over="ignore"):
-        m = np.max(m_i, axis=axes, keepdims=True, initial=-np.inf)  # NaN propagates, +inf wins
-        finite = np.isfinite(m)
-        takes_part = np.isfinite(m_i) & finite
-        shift = np.where(finite, m, 0.0).astype(np.longdouble)
-        a = np.where(takes_part, parts["l"] + (m_i.astype(np.longdouble) - shift), -np.inf).astype(np.longdouble)
-        top = np.max(a, axis=axes, keepdims=True, initial=-np.inf)
-        top_shift = np.where(np.isfinite(top), top, 0)
-        is_top = a == top
-        rest = np.sum(np.where(is_top, 0, np.exp(a - top_shift)), axis=axes, keepdims=True)
-        rest += np.count_nonzero(is_top, axis=axes, keepdims=True) - 1
-        l = np.where(finite, top + np.log1p(rest), np.nan)
+    """Merges the states of several blocks (concatenated along the reduced axes) into one per row (_rows.merge, in
+    long double)."""
+    m, l = _rows.merge(parts["m"], parts["l"], _as_axes(axis), np.longdouble)
     state = np.empty(m.shape, dtype=_STATE)
     state["m"] = m
     state["l"] = l
