@@ -19,7 +19,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SOURCES = ["csoftmax/_csoftmax.pyx"] + [
-    f"csoftmax/src/{name}.c" for name in ("engine", "threads", "blocks", "dispatch", "kernels_baseline", "kernels_avx2", "kernels_avx512")
+    f"csoftmax/src/{name}.c" for name in ("engine", "threads", "blocks", "dispatch", "kernels_baseline", "kernels_avx2", "kernels_avx512",
+                                                                       "kernels_neon")
 ]
 
 # -ffp-contract=off: no silent fused multiply-adds, so one kernel set gives the same bits wherever it runs.

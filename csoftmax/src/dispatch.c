@@ -75,12 +75,26 @@ static int x86_has_avx2_fma_f16c(void) { return x86_probe() & 1; }
 static int x86_has_avx512(void) { return (x86_probe() >> 1) & 1; }
 #endif
 
+#if defined(__aarch64__)
+/* Advanced SIMD (with its fused multiply-adds and float16 conversions) is part of ARMv8-A, but the architecture lets
+ * an implementation leave it out: Linux says in the auxiliary vector (HWCAP_FP, bit 0; HWCAP_ASIMD, bit 1). The
+ * other systems that run on aarch64 (macOS, Windows) require it. */
+#if defined(__linux__)
+#include <sys/auxv.h>
+static int aarch64_has_neon(void) { return (getauxval(AT_HWCAP) & 3u) == 3u; }
+#else
+static int aarch64_has_neon(void) { return 1; }
+#endif
+#endif
+
 int csm_available_kernels(const csm_kernels **list, int max)
 {
     int n = 0;
 #if defined(__x86_64__) || defined(_M_X64)
     if (n < max && x86_has_avx512()) list[n++] = &csm_kernels_avx512;
     if (n < max && x86_has_avx2_fma_f16c()) list[n++] = &csm_kernels_avx2;
+#elif defined(__aarch64__)
+    if (n < max && aarch64_has_neon()) list[n++] = &csm_kernels_neon;
 #endif
     if (n < max) list[n++] = &csm_kernels_baseline;
     return n;
@@ -108,7 +122,7 @@ const char *csm_cpu_features(void)
     if (x86_has_avx512()) return "x86-64 with AVX-512 (F, DQ, VL, BW), AVX2, FMA, F16C";
     return x86_has_avx2_fma_f16c() ? "x86-64 with AVX2, FMA, F16C" : "x86-64 without AVX2/FMA/F16C";
 #elif defined(__aarch64__)
-    return "aarch64 (NEON)";
+    return aarch64_has_neon() ? "aarch64 with Advanced SIMD (NEON)" : "aarch64 without Advanced SIMD";
 #else
     return "unknown architecture";
 #endif

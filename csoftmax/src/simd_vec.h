@@ -121,6 +121,9 @@ static inline int vi_any(vi m)
     return acc != 0;
 }
 static inline int vl_any(vl m) { return vi_any((vi)m); }
+#else
+static inline int vi_any(vi m);     /* the including file's, defined after this header */
+static inline int vl_any(vl m);
 #endif
 
 /* Whether any lane of a is below the matching lane of b. */

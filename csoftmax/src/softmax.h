@@ -267,7 +267,7 @@ typedef struct {
 } csm_strided;
 
 typedef struct csm_kernels {
-    const char *name;            /* "avx512", "avx2", "baseline" */
+    const char *name;            /* "avx512", "avx2", "neon", "baseline" */
     const char *description;
     csm_type_kernels f32, f64;
     /* n elements of src (any storage, stride, byte order, alignment) into tile (compute type ct), rounded to
@@ -290,6 +290,9 @@ extern const csm_kernels csm_kernels_baseline;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const csm_kernels csm_kernels_avx2;
 extern const csm_kernels csm_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+extern const csm_kernels csm_kernels_neon;
 #endif
 
 /* scalar float16 conversions (round to nearest even), shared by every instruction set's fallback */
