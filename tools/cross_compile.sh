@@ -9,8 +9,9 @@
 #
 # The flags are setup.py's CFLAGS plus -Wall -Werror (and -g0): a pragma or attribute the compiler ignores (a target
 # pragma clang does not honour, say) is a warning, so it fails the run instead of silently building baseline kernels.
-# On x86-64 targets the objects are also disassembled: kernels_avx2 must hold ymm instructions, kernels_avx512 zmm
-# instructions, and kernels_baseline neither. The disassembler is $DISASM if set, else llvm-objdump if there is one
+# The objects are also disassembled: on x86-64 targets kernels_avx2 must hold ymm instructions, kernels_avx512 zmm
+# instructions, and kernels_baseline neither; on aarch64 targets kernels_neon must hold fused multiply-adds and
+# float16 conversions, and kernels_baseline no fused multiply-add. The disassembler is $DISASM if set, else llvm-objdump if there is one
 # (it reads ELF, COFF and Mach-O), else binutils objdump, which reads ELF and COFF but not Mach-O: for an object no
 # disassembler here can read, the same file is compiled again to assembly text (-S) and that text is checked.
 #
@@ -78,10 +79,11 @@ for target in "${TARGETS[@]}"; do
     for src in "${SOURCES[@]}"; do printf '%s\n%s\n' "$target" "$src"; done
 done | xargs -d '\n' -n 2 -P "$JOBS" bash -c 'compile_one "$@"' _
 
-# Counts the instructions that name a register of the given kind (ymm, zmm) in the object of csoftmax/src/<name>.c
-# for the target; prints the count and how the instructions were read, or nothing if neither way worked.
-count_registers() {
-    local target=$1 name=$2 kind=$3 listing="$WORK/$1/$2.listing"
+# Counts the instruction lines that match an extended regular expression (a register of one kind, '%ymm[0-9]'; an
+# instruction, 'fmla') in the object of csoftmax/src/<name>.c for the target; prints the count and how the
+# instructions were read, or nothing if neither way worked.
+count_matches() {
+    local target=$1 name=$2 pattern=$3 listing="$WORK/$1/$2.listing"
     if [ ! -e "$listing.how" ]; then
         if [ -n "$DISASM" ] && "$DISASM" -d --no-show-raw-insn "$WORK/$target/$name.o" >"$listing" 2>/dev/null; then
             echo "$DISASM" >"$listing.how"
@@ -93,7 +95,7 @@ count_registers() {
             echo "assembly text" >"$listing.how"
         fi
     fi
-    echo "$(grep -c "%$kind[0-9]" "$listing") $(<"$listing.how")"
+    echo "$(grep -c -E "$pattern" "$listing") $(<"$listing.how")"
 }
 
 status=0
@@ -110,12 +112,12 @@ for target in "${TARGETS[@]}"; do
         continue
     fi
     line="${#SOURCES[@]} files compiled"
+    problems=()
     if [[ $target == x86_64-* ]]; then
-        problems=()
-        read -r avx2 how < <(count_registers "$target" kernels_avx2 ymm)
-        read -r avx512 _ < <(count_registers "$target" kernels_avx512 zmm)
-        read -r base_ymm _ < <(count_registers "$target" kernels_baseline ymm)
-        read -r base_zmm _ < <(count_registers "$target" kernels_baseline zmm)
+        read -r avx2 how < <(count_matches "$target" kernels_avx2 '%ymm[0-9]')
+        read -r avx512 _ < <(count_matches "$target" kernels_avx512 '%zmm[0-9]')
+        read -r base_ymm _ < <(count_matches "$target" kernels_baseline '%ymm[0-9]')
+        read -r base_zmm _ < <(count_matches "$target" kernels_baseline '%zmm[0-9]')
         if [ -z "$avx2" ] || [ -z "$avx512" ] || [ -z "$base_ymm" ] || [ -z "$base_zmm" ]; then
             problems+=("could not read the objects' instructions")
         else
@@ -123,12 +125,25 @@ for target in "${TARGETS[@]}"; do
             [ "$avx512" -ge $MIN_WIDE ] || problems+=("kernels_avx512 has only $avx512 zmm instructions")
             [ $((base_ymm + base_zmm)) -eq 0 ] || problems+=("kernels_baseline uses ymm/zmm registers")
         fi
-        if [ ${#problems[@]} -gt 0 ]; then
-            printf '%-20s FAILED: %s\n' "$target" "$(IFS=';'; echo "${problems[*]}")"
-            status=1
-            continue
-        fi
         line+=", kernels_avx2: $avx2 ymm, kernels_avx512: $avx512 zmm, kernels_baseline: none ($how)"
+    elif [[ $target == aarch64-* ]]; then
+        # (Mach-O listings put the arrangement after the mnemonic: fmla.4s, fcvtl.4s from halves, fcvtn.4h)
+        read -r fma how < <(count_matches "$target" kernels_neon '\bfml[as](\.[0-9][a-z])?[[:space:]]')
+        read -r f16 _ < <(count_matches "$target" kernels_neon '\bfcvt[ln](\.4s[[:space:]]|\.4h[[:space:]]|[[:space:]].*\.4h)')
+        read -r base_fma _ < <(count_matches "$target" kernels_baseline '\bfml[as](\.[0-9][a-z])?[[:space:]]')
+        if [ -z "$fma" ] || [ -z "$f16" ] || [ -z "$base_fma" ]; then
+            problems+=("could not read the objects' instructions")
+        else
+            [ "$fma" -ge $MIN_WIDE ] || problems+=("kernels_neon has only $fma fused multiply-adds")
+            [ "$f16" -ge 2 ] || problems+=("kernels_neon has no float16 vector conversions")
+            [ "$base_fma" -eq 0 ] || problems+=("kernels_baseline has fused multiply-adds")
+        fi
+        line+=", kernels_neon: $fma fmla/fmls and $f16 float16 conversions, kernels_baseline: no fmla ($how)"
+    fi
+    if [ ${#problems[@]} -gt 0 ]; then
+        printf '%-20s FAILED: %s\n' "$target" "$(IFS=';'; echo "${problems[*]}")"
+        status=1
+        continue
     fi
     printf '%-20s ok: %s\n' "$target" "$line"
 done
