@@ -21,8 +21,8 @@ SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 TESTS=("$@")
 # By default the layout, accuracy and row-state tests on the NEON set (the tests that compare the sets still run
-# both). The aarch64 baseline is x86-64's baseline source, which runs them natively and on an emulated CPU: its
-# share here would add most of the 11 minutes that the NEON set's take under qemu.
+# both). The aarch64 baseline is x86-64's baseline source, which runs them natively and on an emulated CPU; its
+# runs here would add about 6 minutes to the NEON set's 11 under qemu.
 [ ${#TESTS[@]} -gt 0 ] || TESTS=(tests/test_layouts.py tests/test_accuracy.py tests/test_rows.py -k "not baseline")
 if [ -n "${KEEP:-}" ]; then WORK=$KEEP; mkdir -p "$WORK"; else
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/csoftmax-arm64.XXXXXX"); trap 'rm -rf "$WORK"' EXIT
