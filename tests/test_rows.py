@@ -60,6 +60,21 @@ def test_state_on_every_path_and_kernel_set_matches_reference_with_the_bits_of_c
             assert np.array_equal(m, m_c, equal_nan=True) and np.array_equal(l, l_c, equal_nan=True), what
 
 
+def test_short_row_states_of_every_length_and_group_count_match_the_rows_path(kernel_set, rng):
+    """Rows of 1-16 float32 entries go to the short-rows kernels (groups of 8 or 16 rows, two groups at a time, the
+    rows left over by the rows kernel); reversed, the rows go element by element. Both give the same bits."""
+    for n in range(1, 17):
+        for rows in (1, 15, 16, 17, 33, 50, 97):
+            for width in (n, n + 3):                     # packed rows, and rows further apart than their length
+                x = values(rng, np.float32, (rows, width))[:, :n]
+                m, l = _rows.row_parts(x, 1)
+                what = f"{kernel_set} n={n} rows={rows} width={width}"
+                assert_parts_close(x, 1, m, l, what)
+                m_r, l_r = _rows.row_parts(x[::-1], 1)
+                assert np.array_equal(m, m_r[::-1], equal_nan=True), what
+                assert np.array_equal(l, l_r[::-1], equal_nan=True), what
+
+
 def test_state_of_special_rows(kernel_set):
     rows = [[0, -60, -np.inf], [np.inf, 1, 2], [-np.inf] * 3, [np.nan, 1, np.inf], [3, 3, 3], [-np.inf, 5, -np.inf]]
     for dtype in (np.float16, np.float32, np.float64):
