@@ -167,10 +167,7 @@ static csm_idx short_rows_avx512(const csm_fused *a)
         for (; g + 2 <= groups; g += 2) state_groups_f32(a, 16 * g, N, 2, &states);                           \
         for (; g < groups; g++) state_groups_f32(a, 16 * g, N, 1, &states);                                   \
         break;
-        CSM_SHORT_CASE(1) CSM_SHORT_CASE(2) CSM_SHORT_CASE(3) CSM_SHORT_CASE(4) CSM_SHORT_CASE(5)
-        CSM_SHORT_CASE(6) CSM_SHORT_CASE(7) CSM_SHORT_CASE(8) CSM_SHORT_CASE(9) CSM_SHORT_CASE(10)
-        CSM_SHORT_CASE(11) CSM_SHORT_CASE(12) CSM_SHORT_CASE(13) CSM_SHORT_CASE(14) CSM_SHORT_CASE(15)
-        CSM_SHORT_CASE(16)
+        CSM_EACH_SHORT_LENGTH(CSM_SHORT_CASE)
 #undef CSM_SHORT_CASE
     }
     if (states.n) state_rows_flush(&states);

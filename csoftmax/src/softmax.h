@@ -46,6 +46,11 @@ typedef ptrdiff_t csm_idx;            /* element counts and byte strides: 64-bit
 /* Rows up to this length take the across-rows kernel (vectors hold one column of several rows): measured
  * crossover with the rows kernel, see docs/performance.md. */
 #define CSM_SHORT_ROW_MAX 16
+/* CASE(n) for every short row length 1..CSM_SHORT_ROW_MAX, for kernels that make n a constant of each case */
+#define CSM_EACH_SHORT_LENGTH(CASE)                                                                           \
+    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12) CASE(13)   \
+    CASE(14) CASE(15) CASE(16)
+_Static_assert(CSM_SHORT_ROW_MAX == 16, "CSM_EACH_SHORT_LENGTH lists the lengths up to CSM_SHORT_ROW_MAX");
 /* float16 rows up to this length are read and written by the rows kernel itself (its scratch holds a group's rows
  * as float32 in L1); longer ones are staged. */
 #define CSM_HALF_ROW_MAX 2048
