@@ -46,7 +46,7 @@ extension = Extension(
     extra_link_args=["-pthread"] + os.environ.get("CSOFTMAX_EXTRA_LDFLAGS", "").split(),
     libraries=[] if sys.platform == "win32" else ["m"],   # exp/log1p fall back to libm (kernels.inc)
     depends=[f"csoftmax/src/{name}" for name in ("softmax.h", "threads.h", "blocks.h", "simd_vec.h", "compiler.h", "os.h",
-                                                  "kernels.inc", "kernels_type.inc", "transpose_x86.h")],
+                                                  "kernels.inc", "kernels_type.inc", "transpose_x86.h", "short_rows_x86.inc")],
 )
 
 setup(ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}), cmdclass={"build_ext": BuildExt})

@@ -253,12 +253,13 @@ def test_lanes_whose_least_value_is_at_the_far_limit_have_the_bits_of_rows(dtype
     assert_softmax_close(y, reference_softmax(x, 1), dtype, what=f"{x.shape} dim 1")
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 10, CSM_SHORT_ROW_MAX])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 10, 13, CSM_SHORT_ROW_MAX])
 def test_short_rows_in_interleaved_groups_have_the_bits_of_single_rows(n, kernel_set, rng):
-    # float32 rows of up to CSM_SHORT_ROW_MAX go eight at a time through in-register transposes (AVX2 and AVX-512
-    # sets), three or four groups of eight interleaved (kernels_avx2.c): two such batches, then single groups, then a
-    # remainder the row kernels finish; specials in different groups of a batch stay in their rows. A row alone (no
-    # group of eight) takes the row kernels: the same bits
+    # float32 rows of up to CSM_SHORT_ROW_MAX go 8 (AVX2) or 16 (AVX-512) at a time through in-register transposes,
+    # several groups interleaved (short_rows_x86.inc): batches of groups, then single groups, then a remainder the
+    # row kernels finish; specials in different groups of a batch stay in their rows. A row alone (no group) takes
+    # the row kernels: the same bits, forward and backward, and in place. (log_softmax_backward's float64 sum of g
+    # is taken in another order by each path, and g - exp(y) s can cancel: close there, not the same bits.)
     rows = 8 * 4 * 2 + 8 * 3 + 5
     x = (rng.standard_normal((rows, n)) * 5).astype(np.float32)
     x[8 * 1 + 2, 0] = np.nan
@@ -266,10 +267,23 @@ def test_short_rows_in_interleaved_groups_have_the_bits_of_single_rows(n, kernel
     x[8 * 5, :] = -np.inf
     x[8 * 6 + 3, 0] = np.inf
     x[8 * 9 + 1, :] = 2.0
+    g = rng.standard_normal((rows, n)).astype(np.float32)
     y = softmax(x, 1)
-    for i in range(rows):
-        np.testing.assert_array_equal(bits(y[i]), bits(softmax(x[i : i + 1], 1)[0]), err_msg=f"row {i}")
     assert_softmax_close(y, reference_softmax(x, 1), np.float32, what=f"({rows}, {n})")
+    forward = [(f, (x,)) for f in (softmax, csoftmax.log_softmax, csoftmax.softmin)]
+    backward = [(csoftmax.softmax_backward, (g, y)), (csoftmax.log_softmax_backward, (g, csoftmax.log_softmax(x, 1)))]
+    for f, args in forward + backward:
+        whole = f(*args, 1)
+        for i in range(rows):
+            alone = f(*(a[i : i + 1] for a in args), 1)[0]
+            if f is csoftmax.log_softmax_backward:
+                np.testing.assert_allclose(whole[i], alone, rtol=1e-5, atol=1e-6, err_msg=f"row {i}")
+            else:
+                np.testing.assert_array_equal(bits(whole[i]), bits(alone), err_msg=f"{f.__name__} row {i}")
+        if len(args) == 1:
+            inplace = x.copy()
+            f(inplace, 1, out=inplace)
+            np.testing.assert_array_equal(bits(inplace), bits(whole), err_msg=f"{f.__name__} in place")
 
 
 @pytest.mark.parametrize("n", sorted({1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33,

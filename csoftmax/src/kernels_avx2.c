@@ -119,7 +119,7 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, csm_idx n)
 }
 
 /* The float32 exponential's 16-entry table (kernels.inc): two 8-entry permutes, bit 3 of the index picks one.
- * AVX-512 borrows this set's short-rows kernel, so the switch is shared (softmax.h). (float64 keeps the plain
+ * The switch is shared with AVX-512 (softmax.h), so both sets give the same float32 bits. (float64 keeps the plain
  * polynomial here: its table would take four permutes.) */
 #if CSM_X86_EXP_TABLE_F32
 #define CSM_EXP_TABLE_F32
@@ -135,94 +135,34 @@ static inline vf vf_table16(const void *table, vf t)    /* the bits of 16 floats
 #define CSM_KERNELS_TABLE csm_kernels_avx2
 #define CSM_ISA_NAME "avx2"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX2 + FMA + F16C (8 floats per vector)"
-#define CSM_SHORT_ROWS_F32 csm_short_rows_f32_avx2
-csm_idx csm_short_rows_f32_avx2(const csm_fused *a);
+#define CSM_SHORT_ROWS_F32 short_rows_x86
+static csm_idx short_rows_x86(const csm_fused *a);
 #include "kernels.inc"
 
 #include "transpose_x86.h"
 
-/*
- * Short float32 rows (n <= 16) by in-register transposes: eight rows are loaded as whole vectors (8 or 16 floats
- * from each row start), transposed 8x8 so that vector j holds column j of the eight rows, computed by short_columns
- * (kernels_type.inc: the same arithmetic as every other path), transposed back and stored as whole vectors again.
- * The loads read past a row into the next rows, and the stores write past a row into the next rows, which later
- * stores (of this call, in increasing order) overwrite with their results. So a group is done here only while all
- * it touches lies inside this call's rows, with the output rows packed (y_row_stride == 4n) and forward strides; the
- * engine finishes the rest with the rows kernel. AVX-512 uses this too (an AVX-512 CPU has AVX2, and the arithmetic
- * per element is identical at either width, so results stay bit-identical to its own rows kernel).
- * P groups of eight rows (1 <= P <= CSM_SHORT_GROUPS) go step by step together: one group is a chain some 150
- * cycles long, longer than the core can look ahead (CSM_SHORT_GROUPS, tuned; rows of 2 or 3 lose with 4 groups:
- * their columns no longer fit the 16 registers).
- * All loads of the P groups come before their stores. In place (y == x) that is safe: what a store writes past its
- * row are the values loaded from there, unchanged until their own row's store. The backward functions write past a
- * row the values of y (x here), so an output that is the gradient itself goes to the generic kernel.
- * CSM_LOGSUMEXP stores each row's state (two doubles at its row start) instead of transposing back.
- */
-static inline CSM_ALWAYS_INLINE void short_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n,
-                                                                  const int P, state_rows *states)
+/* Eight rows per vector (short_rows_x86.inc): rows to columns and back by one 8x8 transpose per eight floats */
+#define CSM_GROUP_ROWS 8
+#define CSM_GROUPS_TOGETHER(n, backward) ((n) < 4 ? 3 : 4)
+#define CSM_SHORT_BACKWARD_MAX 16
+static inline CSM_ALWAYS_INLINE void columns_in(const char *p, csm_idx stride, int h, vf *col)
 {
-    const int halves = n > 8 ? 2 : 1, backward = CSM_IS_BACKWARD(a->func);
-    vf col[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX], gcol[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX];
-    for (int p = 0; p < P; p++)
-        for (int h = 0; h < halves; h++) {
-            __m256 t[8];
-            for (int r = 0; r < 8; r++) t[r] = _mm256_loadu_ps((const float *)(a->x + (r0 + 8 * p + r) * a->xs) + 8 * h);
-            transpose8x8(t);
-            for (int r = 0; r < 8; r++) col[p][8 * h + r] = (vf)t[r];
-            if (backward) {
-                for (int r = 0; r < 8; r++)
-                    t[r] = _mm256_loadu_ps((const float *)(a->g + (r0 + 8 * p + r) * a->gs) + 8 * h);
-                transpose8x8(t);
-                for (int r = 0; r < 8; r++) gcol[p][8 * h + r] = (vf)t[r];
-            }
-        }
-    short_columns_f32(a->func, col, gcol, n, P);
-    if (a->func == CSM_LOGSUMEXP) {
-        for (int p = 0; p < P; p++) add_column_states_f32(states, col[p]);
-        return;
-    }
-    for (int p = 0; p < P; p++) {
-        __m256 t[2][8];
-        for (int h = 0; h < halves; h++) {
-            for (int r = 0; r < 8; r++) t[h][r] = (__m256)col[p][8 * h + r];
-            transpose8x8(t[h]);
-        }
-        for (int r = 0; r < 8; r++)
-            for (int h = 0; h < halves; h++)
-                _mm256_storeu_ps((float *)(a->y + (r0 + 8 * p + r) * a->ys) + 8 * h, t[h][r]);
-    }
+    __m256 t[8];
+    for (int r = 0; r < 8; r++) t[r] = _mm256_loadu_ps((const float *)(p + r * stride) + 8 * h);
+    transpose8x8(t);
+    for (int r = 0; r < 8; r++) col[8 * h + r] = (vf)t[r];
 }
-
-csm_idx csm_short_rows_f32_avx2(const csm_fused *a)
+static inline CSM_ALWAYS_INLINE void columns_out(char *p, csm_idx stride, int halves, const vf *col)
 {
-    const csm_idx n = a->n, xs = a->xs, ys = a->ys, gs = a->gs;
-    const int backward = CSM_IS_BACKWARD(a->func), state = a->func == CSM_LOGSUMEXP;
-    if (n > 16 || xs < 4 * n || (!state && ys != 4 * n) || (backward && (gs < 4 * n || a->y == a->g)))
-        return short_rows_f32(a);
-    const csm_idx width = n > 8 ? 64 : 32;             /* bytes read and written per row */
-    const csm_idx last = a->n_rows - 1;
-    /* groups whose reads and writes stay inside this call's rows */
-    csm_idx groups = 0;
-    while ((groups * 8 + 7) * xs + width <= last * xs + 4 * n &&
-           (state || (groups * 8 + 7) * ys + width <= last * ys + 4 * n) &&
-           (!backward || (groups * 8 + 7) * gs + width <= last * gs + 4 * n))
-        groups++;
-    csm_idx g = 0;
-    state_rows states = {.y = a->y, .ys = a->ys, .log_sums = a->state_log_sums};
-    switch (n) {
-#define CSM_SHORT_CASE(N)                                                                                     \
-    case N: {                                                                                                 \
-        const int P = N < 4 ? 3 : 4;                                                                          \
-        for (; g + P <= groups; g += P) short_groups_f32(a, 8 * g, N, P, &states);                            \
-        for (; g < groups; g++) short_groups_f32(a, 8 * g, N, 1, &states);                                    \
-        break;                                                                                                \
+    __m256 t[2][8];
+    for (int h = 0; h < halves; h++) {
+        for (int r = 0; r < 8; r++) t[h][r] = (__m256)col[8 * h + r];
+        transpose8x8(t[h]);
     }
-        CSM_EACH_SHORT_LENGTH(CSM_SHORT_CASE)
-#undef CSM_SHORT_CASE
-    }
-    if (states.n) state_rows_flush(&states);
-    return 8 * groups;
+    for (int r = 0; r < 8; r++)
+        for (int h = 0; h < halves; h++) _mm256_storeu_ps((float *)(p + r * stride) + 8 * h, t[h][r]);
 }
+#include "short_rows_x86.inc"
 
 CSM_TARGET_END
 

@@ -114,13 +114,10 @@ static inline vd vd_table16(const void *table, vd t)    /* the bits of 16 double
     return (vd)_mm512_permutex2var_pd(_mm512_loadu_pd(table), (__m512i)t, _mm512_loadu_pd((const double *)table + 8));
 }
 
-/* Short float32 rows by kernels_avx2.c's transposes (gathers and scatters are slow on AMD), except logsumexp's,
- * which only loads them and writes a state per row: sixteen rows per vector, loaded as two groups of eight through
- * the same transposes (contiguous loads, where gathers are slow on AMD and on Intel CPUs with the GDS microcode)
- * and computed at this set's width. The float32 exponential is the same in both sets. */
-#define CSM_SHORT_ROWS_F32 short_rows_avx512
-csm_idx csm_short_rows_f32_avx2(const csm_fused *a);
-static csm_idx short_rows_avx512(const csm_fused *a);
+/* Short float32 rows by transposes, sixteen rows per vector (short_rows_x86.inc): contiguous loads and stores, where
+ * gathers and scatters are slow (AMD, and Intel CPUs with the GDS microcode). */
+#define CSM_SHORT_ROWS_F32 short_rows_x86
+static csm_idx short_rows_x86(const csm_fused *a);
 #define CSM_KERNELS_TABLE csm_kernels_avx512
 #define CSM_ISA_NAME "avx512"
 #define CSM_ISA_DESCRIPTION "x86-64 AVX-512 F/DQ/VL/BW + FMA + F16C (16 floats per vector)"
@@ -128,51 +125,37 @@ static csm_idx short_rows_avx512(const csm_fused *a);
 
 #include "transpose_x86.h"
 
-/* P groups of sixteen rows from row r0 on: column j of rows r0 + 16p + 0..7 in the low half of col[p][j], of rows
- * r0 + 16p + 8..15 in the high half; their states into the waiting block */
-static inline CSM_ALWAYS_INLINE void state_groups_f32(const csm_fused *a, csm_idx r0, const csm_idx n, const int P,
-                                                      state_rows *states)
+/* A group's rows 0..7 in the low halves of its columns, rows 8..15 in the high halves; stored back in row order */
+#define CSM_GROUP_ROWS 16
+#define CSM_GROUPS_TOGETHER(n, backward) 2
+#define CSM_SHORT_BACKWARD_MAX 12
+static inline CSM_ALWAYS_INLINE void columns_in(const char *p, csm_idx stride, int h, vf *col)
 {
-    const int halves = n > 8 ? 2 : 1;
-    vf col[CSM_SHORT_GROUPS][CSM_SHORT_ROW_MAX];
-    for (int p = 0; p < P; p++)
-        for (int h = 0; h < halves; h++) {
-            __m256 lo[8], hi[8];
-            for (int r = 0; r < 8; r++) {
-                lo[r] = _mm256_loadu_ps((const float *)(a->x + (r0 + 16 * p + r) * a->xs) + 8 * h);
-                hi[r] = _mm256_loadu_ps((const float *)(a->x + (r0 + 16 * p + 8 + r) * a->xs) + 8 * h);
-            }
-            transpose8x8(lo);
-            transpose8x8(hi);
-            for (int r = 0; r < 8; r++) col[p][8 * h + r] = (vf)_mm512_insertf32x8(_mm512_castps256_ps512(lo[r]), hi[r], 1);
-        }
-    short_columns_f32(CSM_LOGSUMEXP, col, col, n, P);
-    for (int p = 0; p < P; p++) add_column_states_f32(states, col[p]);
-}
-
-/* The loads read up to 64 bytes from each row start: a group is done here only while they stay inside this call's
- * rows (forward strides); the engine finishes the rest with the rows kernel. */
-static csm_idx short_rows_avx512(const csm_fused *a)
-{
-    const csm_idx n = a->n, xs = a->xs;
-    if (a->func != CSM_LOGSUMEXP) return csm_short_rows_f32_avx2(a);
-    if (n > 16 || xs < 4 * n) return short_rows_f32(a);
-    const csm_idx width = n > 8 ? 64 : 32, last = a->n_rows - 1;
-    csm_idx groups = 0, g = 0;
-    while ((groups * 16 + 15) * xs + width <= last * xs + 4 * n) groups++;
-    state_rows states = {.y = a->y, .ys = a->ys, .log_sums = a->state_log_sums};
-    switch (n) {
-#define CSM_SHORT_CASE(N)                                                                                     \
-    case N:                                                                                                   \
-        for (; g + 2 <= groups; g += 2) state_groups_f32(a, 16 * g, N, 2, &states);                           \
-        for (; g < groups; g++) state_groups_f32(a, 16 * g, N, 1, &states);                                   \
-        break;
-        CSM_EACH_SHORT_LENGTH(CSM_SHORT_CASE)
-#undef CSM_SHORT_CASE
+    __m256 lo[8], hi[8];
+    for (int r = 0; r < 8; r++) {
+        lo[r] = _mm256_loadu_ps((const float *)(p + r * stride) + 8 * h);
+        hi[r] = _mm256_loadu_ps((const float *)(p + (8 + r) * stride) + 8 * h);
     }
-    if (states.n) state_rows_flush(&states);
-    return 16 * groups;
+    transpose8x8(lo);
+    transpose8x8(hi);
+    for (int r = 0; r < 8; r++) col[8 * h + r] = (vf)_mm512_insertf32x8(_mm512_castps256_ps512(lo[r]), hi[r], 1);
 }
+static inline CSM_ALWAYS_INLINE void columns_out(char *p, csm_idx stride, int halves, const vf *col)
+{
+    __m256 t[2][2][8];                                 /* [rows 0..7 or 8..15][half][row] */
+    for (int h = 0; h < halves; h++) {
+        for (int r = 0; r < 8; r++) {
+            t[0][h][r] = _mm512_castps512_ps256((__m512)col[8 * h + r]);
+            t[1][h][r] = _mm512_extractf32x8_ps((__m512)col[8 * h + r], 1);
+        }
+        transpose8x8(t[0][h]);
+        transpose8x8(t[1][h]);
+    }
+    for (int q = 0; q < 2; q++)
+        for (int r = 0; r < 8; r++)
+            for (int h = 0; h < halves; h++) _mm256_storeu_ps((float *)(p + (8 * q + r) * stride) + 8 * h, t[q][h][r]);
+}
+#include "short_rows_x86.inc"
 
 CSM_TARGET_END
 

@@ -99,8 +99,8 @@ _Static_assert(CSM_SHORT_ROW_MAX == 16, "CSM_EACH_SHORT_LENGTH lists the lengths
 /* Entries with x - m below this take the exponential's careful branch (the rounding of x - m would otherwise cost
  * more than 32 ulp); at or below the underflow limit (kernels.inc) they are exact zeros. */
 #define CSM_NEAR_LIMIT (-64.0)
-/* The float32 exponential of both x86 FMA sets (AVX2 and AVX-512) is table-driven: AVX-512 borrows AVX2's
- * short-rows kernel, so the two must compute the same float32 bits. */
+/* The float32 exponential of both x86 FMA sets (AVX2 and AVX-512) is table-driven: the two compute the same float32
+ * bits. */
 #define CSM_X86_EXP_TABLE_F32 1
 
 /* ------------------------------------------------------------------------------------------------ the call */
