@@ -57,7 +57,8 @@ _Static_assert(CSM_SHORT_ROW_MAX == 16, "CSM_EACH_SHORT_LENGTH lists the lengths
 /* Rows of at least this many bytes start their vectors where the output is vector-aligned (a store that splits a
  * cache line costs 5-15% on misaligned outputs; shorter rows lose more to the extra pieces): tuned. */
 #define CSM_ALIGN_ROW_BYTES 3072
-/* float32 short rows: groups of eight rows the transposing kernel (AVX2) runs step by step together: tuned. */
+/* float32 short rows: the most groups (a vector's lanes of rows each) the transposing kernels run step by step
+ * together (short_rows_x86.inc; each set tunes its own number up to this). */
 #define CSM_SHORT_GROUPS 4
 /* The fused lanes kernel walks axes of at most this many steps (its float32 sums flush once). */
 #define CSM_LANES_FUSED_MAX CSM_F32_FLUSH
