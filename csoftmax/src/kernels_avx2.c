@@ -144,7 +144,7 @@ static csm_idx short_rows_x86(const csm_fused *a);
 /* Eight rows per vector (short_rows_x86.inc): rows to columns and back by one 8x8 transpose per eight floats */
 #define CSM_GROUP_ROWS 8
 /* (rows of 2 or 3 lose with four groups: their columns no longer fit the 16 registers) */
-#define CSM_GROUPS_TOGETHER(n, backward) ((n) < 4 ? 3 : 4)
+#define CSM_GROUPS_TOGETHER(n) ((n) < 4 ? 3 : 4)
 #define CSM_SHORT_BACKWARD_MAX 16
 static inline CSM_ALWAYS_INLINE void columns_in(const char *p, csm_idx stride, int h, vf *col)
 {

@@ -129,7 +129,7 @@ static csm_idx short_rows_x86(const csm_fused *a);
 #define CSM_GROUP_ROWS 16
 /* Two groups at a time (three spill the columns of 16-element rows); backward rows longer than 12 go to the rows
  * kernel, which takes them faster than 16-lane columns of both g and y (tuned) */
-#define CSM_GROUPS_TOGETHER(n, backward) 2
+#define CSM_GROUPS_TOGETHER(n) 2
 #define CSM_SHORT_BACKWARD_MAX 12
 static inline CSM_ALWAYS_INLINE void columns_in(const char *p, csm_idx stride, int h, vf *col)
 {
