@@ -22,7 +22,7 @@ cdef extern from "src/softmax.h" nogil:
     const double c_NEAR_LIMIT "CSM_NEAR_LIMIT"
     ctypedef struct csm_type_kernels:
         int width
-        void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv) noexcept nogil
+        void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv, int negate) noexcept nogil
     ctypedef struct csm_kernels:
         const char *name
         const char *description

@@ -455,10 +455,10 @@ def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
         one64[i] = 1.0
     if _dtype_code(x) == CSM_F32:
         with nogil:
-            k.f32.row_exp_scale(src, dst, n, m32, one32)
+            k.f32.row_exp_scale(src, dst, n, m32, one32, 0)
     else:
         with nogil:
-            k.f64.row_exp_scale(src, dst, n, m64, one64)
+            k.f64.row_exp_scale(src, dst, n, m64, one64, 0)
     return out
 
 

@@ -567,6 +567,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         a.ys = res_lane;
         a.n_rows = l1 - l0;
         a.half = 1;
+        a.negate = c->negate;
         if (!backward && !(a.scratch = csm_scratch(0, (size_t)CSM_ROW_GROUP * n * sizeof(float)))) {
             p->failed = 1;
             return;
@@ -582,6 +583,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         a.y = res_at + l0 * res_lane;
         a.ys = res_lane;
         a.n_rows = l1 - l0;
+        a.negate = c->negate;
         const csm_idx done = p->short_rows ? p->k->short_rows(&a) : 0;
         a.x += done * a.xs;
         a.g = a.g ? a.g + done * a.gs : NULL;
@@ -651,6 +653,14 @@ static void run_offsets(const csm_plan *p, csm_idx u, csm_idx off[N_OPD], csm_id
     }
 }
 
+/* How softmax's row and lanes passes read the input: negated unless staging negated it, float16 when the path
+ * takes it as it is */
+static int read_in(const csm_plan *p)
+{
+    return (p->c->negate && p->direct[OPD_IN] ? CSM_IN_NEGATE : 0) |
+           (p->half && p->c->func == CSM_SOFTMAX ? CSM_IN_HALF : 0);
+}
+
 /* One pass over [i0, i0 + len) of run u: `phase` 0 (the first reduction, into s), 1 (softmax's and log_softmax's
  * sums, into s) or the last (the output), the later ones with the merged patterns pt. */
 static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase, slot *s, const patterns *pt,
@@ -667,6 +677,7 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
     char *y = (char *)c->out.data + off[OPD_OUT] + i0 * step[OPD_OUT];
     const int staged_out = last && !p->direct[OPD_OUT];
     const int need_x = !(last && c->func == CSM_SOFTMAX && p->store_e);
+    const int in = read_in(p);
     if (need_x && !p->direct[OPD_IN]) {
         stage_line(p, OPD_IN, off[OPD_IN] + i0 * step[OPD_IN], step[OPD_IN], len,
                    off[OPD_MASK] + i0 * step[OPD_MASK], step[OPD_MASK], tile);
@@ -679,16 +690,16 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
     /* a staged output is computed in place over a tile (x's, or the other half), then converted out */
     char *dest = staged_out ? (x == (const void *)tile ? tile : tile + len * es) : y;
     if (phase == 0) {
-        if (c->func == CSM_SOFTMAX) k->row_max(x, len, s->m, NULL);
+        if (c->func == CSM_SOFTMAX) k->row_max(x, len, s->m, NULL, in);
         else if (log_family(c->func)) k->row_top2(x, len, s->m, s->m2);
         else k->row_dot(g, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, len, s->dot, p->half);
     } else if (!last) {
-        if (c->func == CSM_SOFTMAX) k->row_exp_sum(x, p->store_e ? y : NULL, len, pt->m, s->hi, s->lo);
+        if (c->func == CSM_SOFTMAX) k->row_exp_sum(x, p->store_e ? y : NULL, len, pt->m, s->hi, s->lo, in);
         else k->row_log_sum(x, len, pt->m, pt->m2e, s->hi, s->lo, s->count);
     }
     if (last) {
         if (c->func == CSM_SOFTMAX && p->store_e) k->row_scale(y, len, pt->a);
-        else if (c->func == CSM_SOFTMAX) k->row_exp_scale(x, dest, len, pt->m, pt->a);
+        else if (c->func == CSM_SOFTMAX) k->row_exp_scale(x, dest, len, pt->m, pt->a, in);
         else if (c->func == CSM_LOG_SOFTMAX) k->row_log_out(x, dest, len, pt->m, pt->a, pt->b);
         else k->row_grad_out(c->func, g, x, dest, len, pt->a, p->half);
         if (staged_out) {
@@ -796,6 +807,12 @@ static void run_lanes_fused(csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, c
         a.y = (char *)c->out.data + off[OPD_OUT] + l0 * size;
         a.ys = L->axis[OPD_OUT];
         a.n_rows = l1 - l0;
+        a.negate = c->negate;
+        if (p->half && c->func == CSM_SOFTMAX &&
+            !(a.scratch = csm_scratch(0, (size_t)4 * p->width * n * sizeof(float)))) {
+            p->failed = 1;
+            return;
+        }
         p->k->lanes(&a);
         return;
     }
@@ -839,6 +856,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
     const int need_x = !(last && c->func == CSM_SOFTMAX && p->store_e);
     const int staged_out = last && !p->direct[OPD_OUT];
     const int staged = (need_x && !p->direct[OPD_IN]) || (backward && !p->direct[OPD_GRAD]) || staged_out;
+    const int in = read_in(p);
     /* steps per block: all of them when nothing is staged, else as many as a tile holds */
     csm_idx block = s1 - s0, pending = 0;                /* pending: steps in the raw sums since a flush */
     const int sums = !last && phase == 1;
@@ -878,7 +896,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
         char *dest = staged_out ? (x == tile ? tile : tile + block * lanes * es) : y;
         const csm_idx ds = staged_out ? lanes * es : ys;
         if (phase == 0) {
-            if (c->func == CSM_SOFTMAX) k->lanes_max(x, xs, steps, s->m, lanes);
+            if (c->func == CSM_SOFTMAX) k->lanes_max(x, xs, steps, s->m, lanes, in);
             else if (log_family(c->func)) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes);
             else k->lanes_dot(g, gs, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, xs, steps, s->dot, lanes, p->half);
         } else if (sums) {
@@ -887,14 +905,14 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
                 pending = 0;
             }
             if (c->func == CSM_SOFTMAX)
-                k->lanes_exp_sum(x, xs, p->store_e ? y : NULL, ys, steps, pt->m, s->raw_hi, s->raw_lo, lanes);
+                k->lanes_exp_sum(x, xs, p->store_e ? y : NULL, ys, steps, pt->m, s->raw_hi, s->raw_lo, lanes, in);
             else
                 k->lanes_log_sum(x, xs, steps, pt->m, pt->m2e, s->raw_hi, s->raw_lo, s->raw_count, lanes);
             pending += steps;
         }
         if (last) {
             if (c->func == CSM_SOFTMAX && p->store_e) k->lanes_scale(y, ys, steps, pt->a, lanes);
-            else if (c->func == CSM_SOFTMAX) k->lanes_exp_scale(x, xs, dest, ds, steps, pt->m, pt->a, lanes);
+            else if (c->func == CSM_SOFTMAX) k->lanes_exp_scale(x, xs, dest, ds, steps, pt->m, pt->a, lanes, in);
             else if (c->func == CSM_LOG_SOFTMAX) k->lanes_log_out(x, xs, dest, ds, steps, pt->m, pt->a, pt->b, lanes);
             else k->lanes_grad_out(c->func, g, gs, x, xs, dest, ds, steps, pt->a, lanes, p->half);
             if (staged_out) unstage_steps(p, off, b0, steps, l, lanes, dest, lanes * es);
@@ -1148,12 +1166,12 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     const int along_axis = p->path != PATH_LANES && p->classes == 1;
     for (int o = 0; o < N_OPD; o++)
         p->direct[o] = usable(operand(c, o), p->ct, along_axis ? L->axis[o] : L->lane[o]);
-    p->direct[OPD_IN] = p->direct[OPD_IN] && !c->negate && !c->mask.data && p->round_to < 0;
+    p->direct[OPD_IN] = p->direct[OPD_IN] && !c->mask.data && p->round_to < 0;   /* (the kernels negate) */
     if (lse) p->direct[OPD_OUT] = 1;                   /* (the kernels write the state where it is) */
     p->pieces = 1;
     /* float16 operands the kernels can convert themselves: every one float16, native, aligned and contiguous
      * where the path's vectors run; which paths take them is decided per path below */
-    int f16_direct = p->ct == CSM_F32 && p->k->half_rows && !c->negate && !c->mask.data && p->classes == 1;
+    int f16_direct = p->ct == CSM_F32 && p->k->half_rows && !c->mask.data && p->classes == 1;
     for (int o = 0; o < N_OPD && f16_direct; o++) {
         const csm_operand *op = operand(c, o);
         if (op->data && o != OPD_MASK && o != OPD_STATE)
@@ -1174,7 +1192,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         p->tasks_per_outer = (L->n_lanes + per_task - 1) / per_task;
     } else if (p->path == PATH_RUNS) {
         p->run_len = n * p->classes;
-        p->half = backward && f16_direct;              /* the backward passes convert float16 themselves */
+        /* the backward passes, and softmax's, convert float16 themselves */
+        p->half = f16_direct && (backward || (c->func == CSM_SOFTMAX && !p->apply));
         if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         p->units = p->n_outer * (p->classes == 1 ? L->n_lanes : 1);
         /* small pieces when the pool needs more tasks than runs, and for the backward functions whatever the
@@ -1183,7 +1202,7 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         if (backward || (threads > 1 && p->units < 2 * threads && p->run_len >= 4 * CSM_SMALL_PIECE))
             p->piece_len = CSM_SMALL_PIECE;
         p->pieces = (p->run_len + p->piece_len - 1) / p->piece_len;
-        p->store_e = c->func == CSM_SOFTMAX && !p->apply && p->direct[OPD_OUT] &&
+        p->store_e = c->func == CSM_SOFTMAX && !p->apply && !p->half && p->direct[OPD_OUT] &&
                      (size_t)p->run_len * es <= CSM_STORE_BUDGET;
         p->per_task = CSM_TASK_ELEMENTS / (p->run_len > 0 ? p->run_len : 1);
         if (p->per_task < 1) p->per_task = 1;
@@ -1202,19 +1221,20 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         const csm_idx lanes = panel < L->n_lanes ? panel : L->n_lanes;
         p->per_task = panel;
         p->tasks_per_outer = (L->n_lanes + panel - 1) / panel;
-        p->half = backward && f16_direct;              /* the backward strips and passes convert float16 */
-        if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         /* the backward strips only for float16 on short axes: elsewhere the streamed lanes are faster
          * (docs/performance.md) */
         p->fused = !lse && !p->apply && n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]) &&
-                   (!backward || (p->half && n <= CSM_LANES_BACKWARD_FUSED_MAX));
+                   (!backward || (f16_direct && n <= CSM_LANES_BACKWARD_FUSED_MAX));
+        /* float16 converted by the kernels: the backward strips and passes, and softmax's passes */
+        p->half = f16_direct && (backward || (c->func == CSM_SOFTMAX && !p->apply));
+        if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not
              * depend on the panel (their float64 sums merge piece by piece) */
             p->piece_len = (backward ? CSM_PIECE / CSM_LANES_PANEL : CSM_PIECE / lanes);
             if (p->piece_len < 1) p->piece_len = 1;
             p->pieces = (n + p->piece_len - 1) / p->piece_len;
-            p->store_e = c->func == CSM_SOFTMAX && !p->apply && p->direct[OPD_OUT] &&
+            p->store_e = c->func == CSM_SOFTMAX && !p->apply && !p->half && p->direct[OPD_OUT] &&
                          (size_t)n * lanes * es <= CSM_LANES_STORE_BUDGET;
             p->slot_lanes = lanes;
         }

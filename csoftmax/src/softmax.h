@@ -181,6 +181,10 @@ static inline double csm_state_total(int f32, double total)
 typedef void (*csm_log_sums_fn)(const void *m, const void *m2, const double *total, const int64_t *count,
                                 void *log_hi, void *log_lo, csm_idx n);
 
+/* How softmax's row and lanes passes read x (and write y): negated (softmin), float16 storage (float32 kernels
+ * where half_rows, x and y both float16: widened as loaded, rounded as stored) */
+enum csm_in { CSM_IN_NEGATE = 1, CSM_IN_HALF = 2 };
+
 /* The fused kernels' arguments: n_rows rows (or one strip of lanes) of n elements, compute type, contiguous along
  * the vector dimension; strides in bytes. y may be x itself (in place). */
 typedef struct {
@@ -196,9 +200,11 @@ typedef struct {
                                  /* CSM_LOGSUMEXP (rows and short rows only): y receives each row's state,
                                     (m, log S) as two doubles, rows ys apart */
     int half;                    /* float32: x, g and y are float16 (widened as loaded, rounded as stored; the
-                                    bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, and the
-                                    lanes kernel's backward functions */
-    float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats */
+                                    bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, the lanes
+                                    kernel's backward functions and softmax */
+    float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats; half softmax lanes: 4 * width *
+                                    n floats */
+    int negate;                  /* CSM_SOFTMAX of -x (softmin): x negated as loaded */
     csm_log_sums_fn state_log_sums;  /* CSM_LOGSUMEXP: the active kernel set's float64 log_sums, which every path
                                         uses for log S (so a kernel borrowed from another set gives the same bits) */
 } csm_fused;
@@ -215,8 +221,8 @@ typedef struct {
  */
 typedef struct {
     int width;                   /* elements per vector */
-    int half_rows;               /* the kernels take float16 operands (csm_fused.half, the backward passes' half):
-                                  * vector conversions */
+    int half_rows;               /* the kernels take float16 operands (csm_fused.half, the backward passes' half,
+                                  * CSM_IN_HALF): vector conversions */
     /* fused: the whole function, state in registers (rows: n * sizeof(T) <= CSM_FUSED_ROW_BYTES; lanes: n <=
      * CSM_LANES_FUSED_MAX) */
     void (*rows)(const csm_fused *a);
@@ -226,12 +232,14 @@ typedef struct {
     csm_idx (*short_rows)(const csm_fused *a);
 
     /* row passes. m, m2, inv, s, log_hi, log_lo: T per lane; hi, lo, count: int64 per lane; acc: double per lane */
-    void (*row_max)(const void *x, csm_idx n, void *m, void *least);   /* running; least: running minimum */
+    /* `in`: how softmax's passes read x (enum csm_in) */
+    void (*row_max)(const void *x, csm_idx n, void *m, void *least, int in);   /* running; least: running
+                                                                                  minimum */
     void (*row_top2)(const void *x, csm_idx n, void *m, void *m2);
-    void (*row_exp_sum)(const void *x, void *e, csm_idx n, const void *m, int64_t *hi, int64_t *lo);  /* e may
-                                                                                                         be NULL */
+    void (*row_exp_sum)(const void *x, void *e, csm_idx n, const void *m, int64_t *hi, int64_t *lo,
+                        int in);   /* e may be NULL (always with CSM_IN_HALF) */
     void (*row_scale)(void *y, csm_idx n, const void *inv);
-    void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv);
+    void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv, int in);
     void (*row_log_sum)(const void *x, csm_idx n, const void *m, const void *m2, int64_t *hi, int64_t *lo,
                         int64_t *count);
     void (*row_log_out)(const void *x, void *y, csm_idx n, const void *m, const void *log_hi, const void *log_lo);
@@ -242,15 +250,15 @@ typedef struct {
     /* lanes passes. The sums go to raw per-lane parts (8 bytes per lane, arrays rounded up to whole vectors,
      * zeroed), at most CSM_F32_FLUSH steps between lanes_flush calls, which add them to the int64 sums (and the raw
      * counts of entries equal to m, when count is given) and zero them */
-    void (*lanes_max)(const char *x, csm_idx xs, csm_idx steps, void *m, csm_idx n_lanes);
+    void (*lanes_max)(const char *x, csm_idx xs, csm_idx steps, void *m, csm_idx n_lanes, int in);
     void (*lanes_top2)(const char *x, csm_idx xs, csm_idx steps, void *m, void *m2, csm_idx n_lanes);
     void (*lanes_exp_sum)(const char *x, csm_idx xs, char *e, csm_idx es, csm_idx steps, const void *m,
-                          uint64_t *raw_hi, uint64_t *raw_lo, csm_idx n_lanes);
+                          uint64_t *raw_hi, uint64_t *raw_lo, csm_idx n_lanes, int in);   /* e: as row_exp_sum */
     void (*lanes_flush)(uint64_t *raw_hi, uint64_t *raw_lo, int64_t *raw_count, csm_idx terms, int64_t *hi,
                         int64_t *lo, int64_t *count, csm_idx n_lanes);
     void (*lanes_scale)(char *y, csm_idx ys, csm_idx steps, const void *inv, csm_idx n_lanes);
     void (*lanes_exp_scale)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
-                            const void *inv, csm_idx n_lanes);
+                            const void *inv, csm_idx n_lanes, int in);
     void (*lanes_log_sum)(const char *x, csm_idx xs, csm_idx steps, const void *m, const void *m2, uint64_t *raw_hi,
                           uint64_t *raw_lo, int64_t *raw_count, csm_idx n_lanes);
     void (*lanes_log_out)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
