@@ -653,12 +653,12 @@ static void run_offsets(const csm_plan *p, csm_idx u, csm_idx off[N_OPD], csm_id
     }
 }
 
-/* How softmax's row and lanes passes read the input: negated unless staging negated it, float16 when the path
+/* How the forward row and lanes passes read the input: negated unless staging negated it, float16 when the path
  * takes it as it is */
 static int read_in(const csm_plan *p)
 {
     return (p->c->negate && p->direct[OPD_IN] ? CSM_IN_NEGATE : 0) |
-           (p->half && p->c->func == CSM_SOFTMAX ? CSM_IN_HALF : 0);
+           (p->half && !CSM_IS_BACKWARD(p->c->func) ? CSM_IN_HALF : 0);
 }
 
 /* One pass over [i0, i0 + len) of run u: `phase` 0 (the first reduction, into s), 1 (softmax's and log_softmax's
@@ -691,16 +691,16 @@ static void run_block(csm_plan *p, csm_idx u, csm_idx i0, csm_idx len, int phase
     char *dest = staged_out ? (x == (const void *)tile ? tile : tile + len * es) : y;
     if (phase == 0) {
         if (c->func == CSM_SOFTMAX) k->row_max(x, len, s->m, NULL, in);
-        else if (log_family(c->func)) k->row_top2(x, len, s->m, s->m2);
+        else if (log_family(c->func)) k->row_top2(x, len, s->m, s->m2, in);
         else k->row_dot(g, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, len, s->dot, p->half);
     } else if (!last) {
         if (c->func == CSM_SOFTMAX) k->row_exp_sum(x, p->store_e ? y : NULL, len, pt->m, s->hi, s->lo, in);
-        else k->row_log_sum(x, len, pt->m, pt->m2e, s->hi, s->lo, s->count);
+        else k->row_log_sum(x, len, pt->m, pt->m2e, s->hi, s->lo, s->count, in);
     }
     if (last) {
         if (c->func == CSM_SOFTMAX && p->store_e) k->row_scale(y, len, pt->a);
         else if (c->func == CSM_SOFTMAX) k->row_exp_scale(x, dest, len, pt->m, pt->a, in);
-        else if (c->func == CSM_LOG_SOFTMAX) k->row_log_out(x, dest, len, pt->m, pt->a, pt->b);
+        else if (c->func == CSM_LOG_SOFTMAX) k->row_log_out(x, dest, len, pt->m, pt->a, pt->b, in);
         else k->row_grad_out(c->func, g, x, dest, len, pt->a, p->half);
         if (staged_out) {
             csm_strided dst = line(c, OPD_OUT, off[OPD_OUT] + i0 * step[OPD_OUT], step[OPD_OUT]);
@@ -897,7 +897,7 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
         const csm_idx ds = staged_out ? lanes * es : ys;
         if (phase == 0) {
             if (c->func == CSM_SOFTMAX) k->lanes_max(x, xs, steps, s->m, lanes, in);
-            else if (log_family(c->func)) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes);
+            else if (log_family(c->func)) k->lanes_top2(x, xs, steps, s->m, s->m2, lanes, in);
             else k->lanes_dot(g, gs, c->func == CSM_SOFTMAX_BACKWARD ? x : NULL, xs, steps, s->dot, lanes, p->half);
         } else if (sums) {
             if (pending + steps > CSM_F32_FLUSH) {
@@ -907,13 +907,14 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
             if (c->func == CSM_SOFTMAX)
                 k->lanes_exp_sum(x, xs, p->store_e ? y : NULL, ys, steps, pt->m, s->raw_hi, s->raw_lo, lanes, in);
             else
-                k->lanes_log_sum(x, xs, steps, pt->m, pt->m2e, s->raw_hi, s->raw_lo, s->raw_count, lanes);
+                k->lanes_log_sum(x, xs, steps, pt->m, pt->m2e, s->raw_hi, s->raw_lo, s->raw_count, lanes, in);
             pending += steps;
         }
         if (last) {
             if (c->func == CSM_SOFTMAX && p->store_e) k->lanes_scale(y, ys, steps, pt->a, lanes);
             else if (c->func == CSM_SOFTMAX) k->lanes_exp_scale(x, xs, dest, ds, steps, pt->m, pt->a, lanes, in);
-            else if (c->func == CSM_LOG_SOFTMAX) k->lanes_log_out(x, xs, dest, ds, steps, pt->m, pt->a, pt->b, lanes);
+            else if (c->func == CSM_LOG_SOFTMAX)
+                k->lanes_log_out(x, xs, dest, ds, steps, pt->m, pt->a, pt->b, lanes, in);
             else k->lanes_grad_out(c->func, g, gs, x, xs, dest, ds, steps, pt->a, lanes, p->half);
             if (staged_out) unstage_steps(p, off, b0, steps, l, lanes, dest, lanes * es);
         }
@@ -1192,8 +1193,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         p->tasks_per_outer = (L->n_lanes + per_task - 1) / per_task;
     } else if (p->path == PATH_RUNS) {
         p->run_len = n * p->classes;
-        /* the backward passes, and softmax's, convert float16 themselves */
-        p->half = f16_direct && (backward || (c->func == CSM_SOFTMAX && !p->apply));
+        /* the passes of every function but logsumexp convert float16 themselves */
+        p->half = f16_direct && !lse && !p->apply;
         if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         p->units = p->n_outer * (p->classes == 1 ? L->n_lanes : 1);
         /* small pieces when the pool needs more tasks than runs, and for the backward functions whatever the
@@ -1225,8 +1226,8 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
          * (docs/performance.md) */
         p->fused = !lse && !p->apply && n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]) &&
                    (!backward || (f16_direct && n <= CSM_LANES_BACKWARD_FUSED_MAX));
-        /* float16 converted by the kernels: the backward strips and passes, and softmax's passes */
-        p->half = f16_direct && (backward || (c->func == CSM_SOFTMAX && !p->apply));
+        /* float16 converted by the kernels: the strips and passes of every function but logsumexp */
+        p->half = f16_direct && !lse && !p->apply;
         if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not

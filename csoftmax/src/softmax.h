@@ -181,8 +181,8 @@ static inline double csm_state_total(int f32, double total)
 typedef void (*csm_log_sums_fn)(const void *m, const void *m2, const double *total, const int64_t *count,
                                 void *log_hi, void *log_lo, csm_idx n);
 
-/* How softmax's row and lanes passes read x (and write y): negated (softmin), float16 storage (float32 kernels
- * where half_rows, x and y both float16: widened as loaded, rounded as stored) */
+/* How the forward row and lanes passes read x (and write y): negated (softmin), float16 storage (float32 kernels
+ * where half_rows, x and y both float16: widened as loaded, rounded as stored; not logsumexp's) */
 enum csm_in { CSM_IN_NEGATE = 1, CSM_IN_HALF = 2 };
 
 /* The fused kernels' arguments: n_rows rows (or one strip of lanes) of n elements, compute type, contiguous along
@@ -200,8 +200,8 @@ typedef struct {
                                  /* CSM_LOGSUMEXP (rows and short rows only): y receives each row's state,
                                     (m, log S) as two doubles, rows ys apart */
     int half;                    /* float32: x, g and y are float16 (widened as loaded, rounded as stored; the
-                                    bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, the lanes
-                                    kernel's backward functions and softmax */
+                                    bits of staging them): the rows kernel with n <= CSM_HALF_ROW_MAX, and the
+                                    lanes kernel */
     float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats; half softmax lanes: 4 * width *
                                     n floats */
     int negate;                  /* CSM_SOFTMAX of -x (softmin): x negated as loaded */
@@ -232,17 +232,18 @@ typedef struct {
     csm_idx (*short_rows)(const csm_fused *a);
 
     /* row passes. m, m2, inv, s, log_hi, log_lo: T per lane; hi, lo, count: int64 per lane; acc: double per lane */
-    /* `in`: how softmax's passes read x (enum csm_in) */
+    /* `in`: how the forward passes read x (and write y), enum csm_in */
     void (*row_max)(const void *x, csm_idx n, void *m, void *least, int in);   /* running; least: running
                                                                                   minimum */
-    void (*row_top2)(const void *x, csm_idx n, void *m, void *m2);
+    void (*row_top2)(const void *x, csm_idx n, void *m, void *m2, int in);
     void (*row_exp_sum)(const void *x, void *e, csm_idx n, const void *m, int64_t *hi, int64_t *lo,
                         int in);   /* e may be NULL (always with CSM_IN_HALF) */
     void (*row_scale)(void *y, csm_idx n, const void *inv);
     void (*row_exp_scale)(const void *x, void *y, csm_idx n, const void *m, const void *inv, int in);
     void (*row_log_sum)(const void *x, csm_idx n, const void *m, const void *m2, int64_t *hi, int64_t *lo,
-                        int64_t *count);
-    void (*row_log_out)(const void *x, void *y, csm_idx n, const void *m, const void *log_hi, const void *log_lo);
+                        int64_t *count, int in);
+    void (*row_log_out)(const void *x, void *y, csm_idx n, const void *m, const void *log_hi, const void *log_lo,
+                        int in);
     /* the backward passes: y NULL: the sum of g; half: g, y and out float16 (only where half_rows) */
     void (*row_dot)(const void *g, const void *y, csm_idx n, double *acc, int half);
     void (*row_grad_out)(int func, const void *g, const void *y, void *out, csm_idx n, const void *s, int half);
@@ -251,7 +252,7 @@ typedef struct {
      * zeroed), at most CSM_F32_FLUSH steps between lanes_flush calls, which add them to the int64 sums (and the raw
      * counts of entries equal to m, when count is given) and zero them */
     void (*lanes_max)(const char *x, csm_idx xs, csm_idx steps, void *m, csm_idx n_lanes, int in);
-    void (*lanes_top2)(const char *x, csm_idx xs, csm_idx steps, void *m, void *m2, csm_idx n_lanes);
+    void (*lanes_top2)(const char *x, csm_idx xs, csm_idx steps, void *m, void *m2, csm_idx n_lanes, int in);
     void (*lanes_exp_sum)(const char *x, csm_idx xs, char *e, csm_idx es, csm_idx steps, const void *m,
                           uint64_t *raw_hi, uint64_t *raw_lo, csm_idx n_lanes, int in);   /* e: as row_exp_sum */
     void (*lanes_flush)(uint64_t *raw_hi, uint64_t *raw_lo, int64_t *raw_count, csm_idx terms, int64_t *hi,
@@ -260,9 +261,9 @@ typedef struct {
     void (*lanes_exp_scale)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
                             const void *inv, csm_idx n_lanes, int in);
     void (*lanes_log_sum)(const char *x, csm_idx xs, csm_idx steps, const void *m, const void *m2, uint64_t *raw_hi,
-                          uint64_t *raw_lo, int64_t *raw_count, csm_idx n_lanes);
+                          uint64_t *raw_lo, int64_t *raw_count, csm_idx n_lanes, int in);
     void (*lanes_log_out)(const char *x, csm_idx xs, char *y, csm_idx ys, csm_idx steps, const void *m,
-                          const void *log_hi, const void *log_lo, csm_idx n_lanes);
+                          const void *log_hi, const void *log_lo, csm_idx n_lanes, int in);
     void (*lanes_dot)(const char *g, csm_idx gs, const char *y, csm_idx ys, csm_idx steps, double *acc,
                       csm_idx n_lanes, int half);
     void (*lanes_grad_out)(int func, const char *g, csm_idx gs, const char *y, csm_idx ys, char *out, csm_idx os,
