@@ -47,6 +47,9 @@ __asm__(".symver expf, expf@" CSM_GLIBC_BASE);
 #endif
 
 #define CSM_ALWAYS_INLINE __attribute__((always_inline))
+/* a variant of a kernel body kept in a function of its own: register allocation per variant (one function holding
+ * every variant keeps their constants on the stack) */
+#define CSM_NOINLINE __attribute__((noinline))
 
 static inline void csm_spin_pause(void)
 {
