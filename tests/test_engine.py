@@ -157,6 +157,38 @@ def test_where_masks_on_every_path_match_the_reference(function, path, kernel_se
     assert np.array_equal(bits(a), bits(b))
 
 
+@pytest.mark.parametrize("path", ["rows", "rows aligned split", "short rows", "long rows", "interleaved lanes",
+                                  "lanes fused", "middle"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("function", FORWARD)
+def test_where_gives_the_bits_of_c_order_on_every_layout_and_thread_count(function, dtype, path, kernel_set, rng):
+    # the kernels that read the mask with the input and the staged operands must agree bit for bit
+    shape, dim = PATHS[path]
+    base = values(rng, shape, dtype, function)
+    mask = rng.random(shape) < 0.7
+    first = tuple(0 if d != (dim % len(shape)) else slice(None) for d in range(len(shape)))
+    mask[first] = False                           # a fully masked row
+    saved = csoftmax.get_num_threads()
+    try:
+        csoftmax.set_num_threads(1)
+        want = call(function, base, dim, where=mask)
+        check(function, want, reference(function, base, dim, mask=mask), dtype, what=f"{function} where {path}")
+        for layout in ("F", "transposed", "strided", "reversed"):
+            x = make_layout(base, layout)
+            for mask_layout in ("C", layout):
+                m = make_layout(mask, mask_layout)
+                for threads in (1, 2):
+                    csoftmax.set_num_threads(threads)
+                    got = call(function, x, dim, where=m)
+                    assert np.array_equal(bits(got), bits(want)), (
+                        f"{function} {path} {layout} (mask {mask_layout}) at {threads} threads")
+        x = base.copy()                           # in place, the mask read with the input
+        call(function, x, dim, where=mask, out=x)
+        assert np.array_equal(bits(x), bits(want)), f"{function} {path} in place"
+    finally:
+        csoftmax.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("path", ["rows", "short rows", "long rows", "interleaved lanes", "lanes fused",
                                   "lanes streamed"])
 @pytest.mark.parametrize("src,dst", [(np.float16, np.float32), (np.float32, np.float64), (np.float64, np.float32),

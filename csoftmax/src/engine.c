@@ -285,6 +285,7 @@ struct csm_plan {
     int direct[N_OPD];               /* the path's kernels read or write the operand where it is */
     int fused, short_rows;
     int half;                        /* float16 operands the kernels convert themselves (see plan_init) */
+    int mask_direct;                 /* the rows kernel or the strips read the where= mask themselves (plan_init) */
     int store_e;                     /* runs and streamed lanes keep exp in the output for the last pass */
     int apply;                       /* softmax or log_softmax against a given state: the output pass alone */
     csm_idx n_outer, elements;
@@ -584,6 +585,15 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         a.ys = res_lane;
         a.n_rows = l1 - l0;
         a.negate = c->negate;
+        if (p->mask_direct) {
+            a.mask = (const uint8_t *)c->mask.data + off[OPD_MASK] + l0 * L->lane[OPD_MASK];
+            a.ms = L->lane[OPD_MASK];
+            p->k->rows(&a);
+            for (csm_idx l = l0; l < l1; l++)
+                mask_fixup(p, off[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT],
+                           off[OPD_MASK] + l * L->lane[OPD_MASK], L->axis[OPD_MASK], n);
+            return;
+        }
         const csm_idx done = p->short_rows ? p->k->short_rows(&a) : 0;
         a.x += done * a.xs;
         a.g = a.g ? a.g + done * a.gs : NULL;
@@ -799,6 +809,10 @@ static void run_lanes_fused(csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, c
     const csm_idx n = L->axis_len, es = p->es;
     csm_fused a = {.func = c->func, .n = n, .half = p->half};
     if (p->half || (p->direct[OPD_IN] && p->direct[OPD_OUT])) {    /* backward: always half, see plan_init */
+        if (p->mask_direct) {
+            a.mask = (const uint8_t *)c->mask.data + off[OPD_MASK] + l0;
+            a.ms = L->axis[OPD_MASK];
+        }
         const csm_idx size = p->half ? 2 : es;
         a.x = c->in.data + off[OPD_IN] + l0 * size;
         a.xs = L->axis[OPD_IN];
@@ -1180,6 +1194,9 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
                          (along_axis ? L->axis[o] : L->lane[o]) == 2;
     }
 
+    /* where= in the kernels' loads: softmax, softmin and log_softmax of their own type (see each path) */
+    const int masks_as_loaded = c->mask.data && (c->func == CSM_SOFTMAX || c->func == CSM_LOG_SOFTMAX) &&
+                                p->round_to < 0 && !p->apply;
     if (p->path == PATH_ROWS) {
         p->half = f16_direct && n > CSM_SHORT_ROW_MAX && n <= CSM_HALF_ROW_MAX;
         const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
@@ -1189,6 +1206,11 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         csm_idx per_task = CSM_TASK_ELEMENTS / (n > 0 ? n : 1);
         if (per_task < 1) per_task = 1;
         if (p->short_rows) per_task = (per_task + 31) / 32 * 32;
+        /* the rows kernel of softmax, softmin and log_softmax applies a where= mask contiguous along the axis as
+         * it loads the input (the short rows kernel does not: those stage it) */
+        p->mask_direct = masks_as_loaded && !p->short_rows && !p->half && L->axis[OPD_MASK] == 1 &&
+                         p->direct[OPD_OUT] && usable(operand(c, OPD_IN), p->ct, L->axis[OPD_IN]);
+        if (p->mask_direct) p->direct[OPD_IN] = 1;
         p->per_task = per_task;
         p->tasks_per_outer = (L->n_lanes + per_task - 1) / per_task;
     } else if (p->path == PATH_RUNS) {
@@ -1229,6 +1251,10 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         /* float16 converted by the kernels: the strips and passes of every function but logsumexp */
         p->half = f16_direct && !lse && !p->apply;
         if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
+        /* the strips likewise, with a mask contiguous along the lanes */
+        p->mask_direct = masks_as_loaded && p->fused && L->lane[OPD_MASK] == 1 && p->direct[OPD_OUT] &&
+                         usable(operand(c, OPD_IN), p->ct, L->lane[OPD_IN]);
+        if (p->mask_direct) p->direct[OPD_IN] = 1;
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not
              * depend on the panel (their float64 sums merge piece by piece) */

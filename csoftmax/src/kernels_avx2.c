@@ -23,7 +23,15 @@ CSM_TARGET_BEGIN("avx2,fma,f16c")
 #define CSM_MAX_NUM
 #define CSM_ANY_NAN2
 #define CSM_PARTIAL
+#define CSM_TAKEN
 #include "simd_vec.h"
+static inline vi vi_taken(const uint8_t *p) { return (vi)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)) != 0; }
+static inline vl vl_taken(const uint8_t *p)
+{
+    int32_t b;
+    memcpy(&b, p, 4);
+    return (vl)_mm256_cvtepu8_epi64(_mm_cvtsi32_si128(b)) != 0;
+}
 /* Row tails by masked loads and stores: the masked-off lanes are neither read nor written (no fault either). */
 static inline __m256i mask32x8(csm_idx n)
 {

@@ -24,7 +24,10 @@ CSM_TARGET_BEGIN("avx512f,avx512dq,avx512vl,avx512bw,fma,f16c")
 #define CSM_MAX_NUM
 #define CSM_ANY_NAN2
 #define CSM_PARTIAL
+#define CSM_TAKEN
 #include "simd_vec.h"
+static inline vi vi_taken(const uint8_t *p) { return (vi)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)) != 0; }
+static inline vl vl_taken(const uint8_t *p) { return (vl)_mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)p)) != 0; }
 /* Row tails by masked loads and stores: the masked-off lanes are neither read nor written (no fault either). */
 static inline __mmask16 mask16(csm_idx n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
 static inline __mmask8 mask8(csm_idx n) { return n >= 8 ? (__mmask8)0xff : (__mmask8)((1u << n) - 1); }

@@ -111,6 +111,23 @@ static inline vf vf_min_num(vf a, vf b) { return vf_select(a < b, a, b); }
 static inline vd vd_min_num(vd a, vd b) { return vd_select(a < b, a, b); }
 #endif
 
+/* A where= mask's lanes: all ones where the byte at p + lane is nonzero (the including file may supply a
+ * vector widening). */
+#ifndef CSM_TAKEN
+static inline vi vi_taken(const uint8_t *p)
+{
+    vi m;
+    for (int i = 0; i < CSM_NF; i++) m[i] = p[i] ? -1 : 0;
+    return m;
+}
+static inline vl vl_taken(const uint8_t *p)
+{
+    vl m;
+    for (int i = 0; i < CSM_ND; i++) m[i] = p[i] ? -1 : 0;
+    return m;
+}
+#endif
+
 /* Whether any lane of a comparison mask is set (the including file may supply a one-instruction version). */
 #ifndef CSM_ANY
 static inline int vi_any(vi m)
