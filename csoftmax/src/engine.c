@@ -439,21 +439,28 @@ static void stage_line(const csm_plan *p, int o, csm_idx off, csm_idx stride, cs
 /* Masked entries give 0 (log_softmax: -inf) in rows that are otherwise NaN (their maximum is NaN or infinite, or
  * every entry is masked or -inf: the kernels write those rows as NaN throughout). A row is such a row exactly when
  * its first output is NaN: every other row's outputs are numbers. */
-static int out_is_nan(const csm_call *c, const char *q)
+static int out_is_nan(const csm_call *c, const char *q, csm_idx stride, csm_idx n)   /* any of n, stride apart */
 {
-    if (c->out.dtype == CSM_F16) {
-        uint16_t h;
-        memcpy(&h, q, 2);
-        return (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
-    }
-    if (c->out.dtype == CSM_F32) {
-        float v;
-        memcpy(&v, q, 4);
-        return v != v;
-    }
-    double v;
-    memcpy(&v, q, 8);
-    return v != v;
+    int nan = 0;                                       /* (no early exit: a scan without branches) */
+    if (c->out.dtype == CSM_F16)
+        for (csm_idx i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, q + i * stride, 2);
+            nan |= (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+        }
+    else if (c->out.dtype == CSM_F32)
+        for (csm_idx i = 0; i < n; i++) {
+            float v;
+            memcpy(&v, q + i * stride, 4);
+            nan |= v != v;
+        }
+    else
+        for (csm_idx i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, q + i * stride, 8);
+            nan |= v != v;
+        }
+    return nan;
 }
 
 static void mask_fixup(const csm_plan *p, csm_idx out_off, csm_idx out_stride, csm_idx mask_off, csm_idx mask_stride,
@@ -463,7 +470,7 @@ static void mask_fixup(const csm_plan *p, csm_idx out_off, csm_idx out_stride, c
     /* (logsumexp's result is the rows' state: no entry of its own) */
     if (!c->mask.data || c->func == CSM_LOGSUMEXP || n == 0) return;
     char *q = (char *)c->out.data + out_off;
-    if (!out_is_nan(c, q)) return;
+    if (!out_is_nan(c, q, 0, 1)) return;
     const uint8_t *mk = (const uint8_t *)c->mask.data + mask_off;
     const int log = c->func == CSM_LOG_SOFTMAX;
     const uint16_t h = log ? 0xfc00 : 0;
@@ -476,6 +483,19 @@ static void mask_fixup(const csm_plan *p, csm_idx out_off, csm_idx out_stride, c
         else if (c->out.dtype == CSM_F32) memcpy(at, &f, 4);
         else memcpy(at, &d, 8);
     }
+}
+
+/* mask_fixup for lanes (rows) [l0, l1) of one outer index; first a scan of their first outputs, as most have none */
+static void lanes_fixup(const csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, csm_idx l1)
+{
+    const layout *L = &p->L;
+    const csm_call *c = p->c;
+    if (!c->mask.data || c->func == CSM_LOGSUMEXP || L->axis_len == 0 ||
+        !out_is_nan(c, (const char *)c->out.data + off[OPD_OUT] + l0 * L->lane[OPD_OUT], L->lane[OPD_OUT], l1 - l0))
+        return;
+    for (csm_idx l = l0; l < l1; l++)
+        mask_fixup(p, off[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT], off[OPD_MASK] + l * L->lane[OPD_MASK],
+                   L->axis[OPD_MASK], L->axis_len);
 }
 
 /* ------------------------------------------------------------------------------------------ rows */
@@ -588,10 +608,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         if (p->mask_direct) {
             a.mask = (const uint8_t *)c->mask.data + off[OPD_MASK] + l0 * L->lane[OPD_MASK];
             a.ms = L->lane[OPD_MASK];
-            p->k->rows(&a);
-            for (csm_idx l = l0; l < l1; l++)
-                mask_fixup(p, off[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT],
-                           off[OPD_MASK] + l * L->lane[OPD_MASK], L->axis[OPD_MASK], n);
+            p->k->rows(&a);             /* (fully masked rows included) */
             return;
         }
         const csm_idx done = p->short_rows ? p->k->short_rows(&a) : 0;
@@ -639,9 +656,7 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         rest.n_rows -= done;
         if (rest.n_rows > 0) p->k->rows(&rest);
         if (!out_here) unstage_rows(p, off, l, rows, x, xs);
-        for (csm_idx r = 0; c->mask.data && res == OPD_OUT && r < rows; r++)
-            mask_fixup(p, off[OPD_OUT] + (l + r) * L->lane[OPD_OUT], L->axis[OPD_OUT],
-                       off[OPD_MASK] + (l + r) * L->lane[OPD_MASK], L->axis[OPD_MASK], n);
+        if (res == OPD_OUT) lanes_fixup(p, off, l, l + rows);
     }
 }
 
@@ -936,13 +951,6 @@ static void lanes_pass(csm_plan *p, const csm_idx off[N_OPD], csm_idx l, csm_idx
     if (sums && pending) k->lanes_flush(s->raw_hi, s->raw_lo, s->raw_count, pending, s->hi, s->lo, counts, lanes);
 }
 
-static void lanes_fixup(const csm_plan *p, const csm_idx off[N_OPD], csm_idx l0, csm_idx l1)
-{
-    const layout *L = &p->L;
-    for (csm_idx l = l0; p->c->mask.data && l < l1; l++)
-        mask_fixup(p, off[OPD_OUT] + l * L->lane[OPD_OUT], L->axis[OPD_OUT], off[OPD_MASK] + l * L->lane[OPD_MASK],
-                   L->axis[OPD_MASK], L->axis_len);
-}
 
 /* merge_state for one piece of lanes, whose slot is already each lane's state: its patterns directly */
 static void finish_lanes(const csm_plan *p, int phase, slot *s, csm_idx lanes, patterns *pt)
@@ -1037,7 +1045,7 @@ static void plan_run(csm_job *job, int phase, csm_idx task)
     outer_offsets(L, outer, off);
     if (p->fused) {
         run_lanes_fused(p, off, l0, l1);
-        lanes_fixup(p, off, l0, l1);
+        if (!p->mask_direct) lanes_fixup(p, off, l0, l1);   /* (the strips mask rows themselves) */
         return;
     }
     const csm_idx lanes = l1 - l0;

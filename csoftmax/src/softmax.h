@@ -205,9 +205,11 @@ typedef struct {
     float *scratch;              /* half forward rows: CSM_ROW_GROUP * n floats; half softmax lanes: 4 * width *
                                     n floats */
     int negate;                  /* CSM_SOFTMAX of -x (softmin): x negated as loaded */
-    const uint8_t *mask;         /* CSM_SOFTMAX and CSM_LOG_SOFTMAX rows kernel (not half): where=, a byte per entry (nonzero: taken;
-                                    the others are -inf after any negation), contiguous along each row, rows ms
-                                    bytes apart (0: one mask row for all); NULL: none */
+    const uint8_t *mask;         /* CSM_SOFTMAX and CSM_LOG_SOFTMAX, not half: where=, a byte per entry
+                                    (nonzero: taken; the others are -inf after any negation, and give 0, or -inf
+                                    from log_softmax, also in rows whose maximum is not finite). Rows kernel:
+                                    contiguous along each row, rows ms bytes apart (0: one mask row for all);
+                                    lanes kernel: contiguous along the lanes, steps ms bytes apart. NULL: none */
     csm_idx ms;
     csm_log_sums_fn state_log_sums;  /* CSM_LOGSUMEXP: the active kernel set's float64 log_sums, which every path
                                         uses for log S (so a kernel borrowed from another set gives the same bits) */
