@@ -157,9 +157,9 @@ def test_where_masks_on_every_path_match_the_reference(function, path, kernel_se
     assert np.array_equal(bits(a), bits(b))
 
 
-@pytest.mark.parametrize("path", ["rows", "rows aligned split", "short rows", "long rows", "interleaved lanes",
-                                  "lanes fused", "middle"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", ["rows", "rows aligned split", "short rows", "half rows", "long rows",
+                                  "interleaved lanes", "lanes fused", "lanes few", "middle"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("function", FORWARD)
 def test_where_gives_the_bits_of_c_order_on_every_layout_and_thread_count(function, dtype, path, kernel_set, rng):
     # the kernels that read the mask with the input and the staged operands must agree bit for bit

@@ -589,6 +589,10 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
         a.n_rows = l1 - l0;
         a.half = 1;
         a.negate = c->negate;
+        if (p->mask_direct) {
+            a.mask = (const uint8_t *)c->mask.data + off[OPD_MASK] + l0 * L->lane[OPD_MASK];
+            a.ms = L->lane[OPD_MASK];
+        }
         if (!backward && !(a.scratch = csm_scratch(0, (size_t)CSM_ROW_GROUP * n * sizeof(float)))) {
             p->failed = 1;
             return;
@@ -1194,19 +1198,21 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     p->pieces = 1;
     /* float16 operands the kernels can convert themselves: every one float16, native, aligned and contiguous
      * where the path's vectors run; which paths take them is decided per path below */
-    int f16_direct = p->ct == CSM_F32 && p->k->half_rows && !c->mask.data && p->classes == 1;
-    for (int o = 0; o < N_OPD && f16_direct; o++) {
+    int f16_ok = p->ct == CSM_F32 && p->k->half_rows && p->classes == 1;
+    for (int o = 0; o < N_OPD && f16_ok; o++) {
         const csm_operand *op = operand(c, o);
         if (op->data && o != OPD_MASK && o != OPD_STATE)
-            f16_direct = op->dtype == CSM_F16 && !op->swapped && op->aligned &&
-                         (along_axis ? L->axis[o] : L->lane[o]) == 2;
+            f16_ok = op->dtype == CSM_F16 && !op->swapped && op->aligned &&
+                     (along_axis ? L->axis[o] : L->lane[o]) == 2;
     }
-
-    /* where= in the kernels' loads: softmax, softmin and log_softmax of their own type (see each path) */
+    const int f16_direct = f16_ok && !c->mask.data;    /* (with a mask: where the kernels read it, below) */
+    /* where= in the kernels' loads: softmax, softmin and log_softmax, a mask contiguous where the path's vectors
+     * run (the rows kernel along the axis, the strips along the lanes) */
     const int masks_as_loaded = c->mask.data && (c->func == CSM_SOFTMAX || c->func == CSM_LOG_SOFTMAX) &&
-                                p->round_to < 0 && !p->apply;
+                                p->round_to < 0 && !p->apply && (along_axis ? L->axis : L->lane)[OPD_MASK] == 1;
+
     if (p->path == PATH_ROWS) {
-        p->half = f16_direct && n > CSM_SHORT_ROW_MAX && n <= CSM_HALF_ROW_MAX;
+        p->half = (f16_direct || (f16_ok && masks_as_loaded)) && n > CSM_SHORT_ROW_MAX && n <= CSM_HALF_ROW_MAX;
         const csm_idx gather_limit = ((csm_idx)1 << 31) / 16;   /* 32-bit gather offsets */
         p->short_rows = n <= CSM_SHORT_ROW_MAX;
         for (int o = 0; o < N_OPD; o++)
@@ -1214,10 +1220,9 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         csm_idx per_task = CSM_TASK_ELEMENTS / (n > 0 ? n : 1);
         if (per_task < 1) per_task = 1;
         if (p->short_rows) per_task = (per_task + 31) / 32 * 32;
-        /* the rows kernel of softmax, softmin and log_softmax applies a where= mask contiguous along the axis as
-         * it loads the input (the short rows kernel does not: those stage it) */
-        p->mask_direct = masks_as_loaded && !p->short_rows && !p->half && L->axis[OPD_MASK] == 1 &&
-                         p->direct[OPD_OUT] && usable(operand(c, OPD_IN), p->ct, L->axis[OPD_IN]);
+        /* (the short rows kernel takes no mask: those rows are staged) */
+        p->mask_direct = masks_as_loaded && !p->short_rows &&
+                         (p->half || (p->direct[OPD_OUT] && usable(operand(c, OPD_IN), p->ct, L->axis[OPD_IN])));
         if (p->mask_direct) p->direct[OPD_IN] = 1;
         p->per_task = per_task;
         p->tasks_per_outer = (L->n_lanes + per_task - 1) / per_task;
@@ -1257,11 +1262,10 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
         p->fused = !lse && !p->apply && n <= CSM_LANES_FUSED_MAX && strips_stay_in_cache(n, L->axis[OPD_IN]) &&
                    (!backward || (f16_direct && n <= CSM_LANES_BACKWARD_FUSED_MAX));
         /* float16 converted by the kernels: the strips and passes of every function but logsumexp */
-        p->half = f16_direct && !lse && !p->apply;
+        p->mask_direct = masks_as_loaded && p->fused &&
+                         (f16_ok || (p->direct[OPD_OUT] && usable(operand(c, OPD_IN), p->ct, L->lane[OPD_IN])));
+        p->half = (f16_direct || (f16_ok && p->mask_direct)) && !lse && !p->apply;
         if (p->half) p->direct[OPD_IN] = p->direct[OPD_GRAD] = p->direct[OPD_OUT] = 1;
-        /* the strips likewise, with a mask contiguous along the lanes */
-        p->mask_direct = masks_as_loaded && p->fused && L->lane[OPD_MASK] == 1 && p->direct[OPD_OUT] &&
-                         usable(operand(c, OPD_IN), p->ct, L->lane[OPD_IN]);
         if (p->mask_direct) p->direct[OPD_IN] = 1;
         if (!p->fused) {
             /* pieces of the axis when a panel's walk would be a long task; the backward functions' pieces do not
