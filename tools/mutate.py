@@ -86,7 +86,8 @@ MUTANTS = [
            "return (p->c->negate ? CSM_IN_NEGATE : 0) |",
            "staged softmin input of the row and lanes passes negated twice"),
     Mutant("eng-negate-rows", "csoftmax/src/engine.c",
-           "a.negate = c->negate;\n        if (p->mask_direct)", "a.negate = 0;\n        if (p->mask_direct)",
+           "a.negate = c->negate;\n        if (p->mask_direct) {\n            a.mask = (const uint8_t *)c->mask.data + off[OPD_MASK] + l0 * L->lane[OPD_MASK];\n            a.ms = L->lane[OPD_MASK];\n            p->k->rows(&a);",
+           "a.negate = 0;\n        if (p->mask_direct) {\n            a.mask = (const uint8_t *)c->mask.data + off[OPD_MASK] + l0 * L->lane[OPD_MASK];\n            a.ms = L->lane[OPD_MASK];\n            p->k->rows(&a);",
            "softmin rows read in place without their negation"),
     Mutant("eng-half-store-e", "csoftmax/src/engine.c",
            "p->store_e = c->func == CSM_SOFTMAX && !p->apply && !p->half && p->direct[OPD_OUT] &&\n"
@@ -126,7 +127,7 @@ MUTANTS = [
            "            if (neg) v = -v;\n",
            "the rows kernel's rows outside a group read without their where= mask"),
     Mutant("ker-masked-nan-rows", "csoftmax/src/kernels_type.inc",
-           "            if (masked) TY(masked_nan_row)((T *)yr[r], mk + r * ms, n, 0);\n", "",
+           "            if (masked) TY(masked_nan_row)(yr[r], mk + r * ms, n, 0, half);\n", "",
            "fully masked rows of a group in the rows kernel left NaN"),
     Mutant("ker-strip-masked-nan", "csoftmax/src/kernels_type.inc",
            "partial ? left : NL), out, VX(set1)(0));", "partial ? left : NL), out, out);",
