@@ -18,6 +18,7 @@ import numpy as np
 from . import _csoftmax, _dask_dispatch, _rows
 from ._csoftmax import OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX, OP_SOFTMAX_BACKWARD
 from ._csoftmax import fast_or_none as _fast_or_none
+from ._csoftmax import fast_backward_or_none as _fast_backward_or_none
 
 try:  # NumPy >= 1.25
     from numpy.exceptions import AxisError
@@ -391,6 +392,9 @@ def _backward(name: str, op: int, grad: Any, output: Any, dim: Any, out: Any) ->
     they differ), tuple dims are merged into one axis, and the result lands in out or a new array."""
     if dim is None:
         raise TypeError(f"{name}(): dim is required (an int or a tuple of ints, the forward call's dim)")
+    result = _fast_backward_or_none(grad, output, dim, op, out)
+    if result is not None:
+        return result
     g = _as_array(name, grad)
     y = _as_array(name, output)
     if g.shape != y.shape:

@@ -22,6 +22,9 @@ CSM_NEAR_LIMIT: float
 def fast_or_none(
     input: object, dim: object, op: int, negate: bool, out: object = None
 ) -> NDArray[np.floating[Any]] | None: ...
+def fast_backward_or_none(
+    grad: object, output: object, dim: object, op: int, out: object = None
+) -> NDArray[np.floating[Any]] | None: ...
 def run_into(
     x: NDArray[np.floating[Any]],
     out: _Out,

@@ -369,6 +369,37 @@ cdef object _fast(object input, object dim, int op, bint negate, object out=None
     return result
 
 
+cdef object _fast_backward(object grad, object output, object dim, int op, object out=None):
+    """The backward functions' fast path, as _fast: grad and output exact ndarrays of the same shape and dtype
+    (native, aligned float16/32/64), an int dim in range, out None or fit for both; else None."""
+    cdef cnp.ndarray g, y, result
+    cdef int num, nd, d
+    if type(grad) is not cnp.ndarray or type(output) is not cnp.ndarray or type(dim) is not int:
+        return None
+    g = <cnp.ndarray>grad
+    y = <cnp.ndarray>output
+    num = cnp.PyArray_TYPE(y)
+    nd = cnp.PyArray_NDIM(y)
+    if not ((num == cnp.NPY_FLOAT16 or num == cnp.NPY_FLOAT or num == cnp.NPY_DOUBLE) and cnp.PyArray_TYPE(g) == num
+            and cnp.PyArray_NDIM(g) == nd and nd > 0 and cnp.PyArray_SIZE(y) > 0 and -nd <= dim < nd
+            and cnp.PyArray_ISNOTSWAPPED(y) and cnp.PyArray_ISALIGNED(y)
+            and cnp.PyArray_ISNOTSWAPPED(g) and cnp.PyArray_ISALIGNED(g)):
+        return None
+    for d in range(nd):
+        if cnp.PyArray_DIMS(g)[d] != cnp.PyArray_DIMS(y)[d]:
+            return None
+    if out is not None:
+        if not (_fits_out(y, out) and _fits_out(g, out)):
+            return None
+        result = <cnp.ndarray>out
+    elif cnp.PyArray_NBYTES(y) < CACHED_OUTPUT_MIN:
+        result = PyArray_NewLikeArray(y, cnp.NPY_KEEPORDER, NULL, 0)
+    else:
+        result = _new_output(y, y.dtype)
+    _run_into(y, result, dim + nd if dim < 0 else dim, op, False, None, g)
+    return result
+
+
 cdef bint _fits_out(cnp.ndarray x, object out):
     """Whether the kernel can write straight into out: an exact ndarray of x's shape and dtype, native, aligned,
     writeable, whose memory lies clear of x's (the bounds of both, as np.may_share_memory compares them) and whose
@@ -435,6 +466,12 @@ def fast_or_none(input, dim, int op, bint negate, out=None):
     """The public functions' fast path (they live in _api.py): op (negated input with negate) along dim, or None
     when the call needs the policy layer; see _fast."""
     return _fast(input, dim, op, negate, out)
+
+
+def fast_backward_or_none(grad, output, dim, int op, out=None):
+    """softmax_backward / log_softmax_backward's fast path (op), or None when the call needs the policy layer; see
+    _fast_backward."""
+    return _fast_backward(grad, output, dim, op, out)
 
 
 def exp_shifted(cnp.ndarray x, double shift, cnp.ndarray out, str kernels):
