@@ -625,7 +625,12 @@ static void run_rows(csm_plan *p, csm_idx outer, csm_idx l0, csm_idx l1)
     }
     /* through tiles: rows of the compute type packed one after another (x, and g for the backward functions); the
      * result in place over x's tile, or x staged straight into the output when that is usable where it is */
-    const csm_idx block = CSM_TILE_BYTES / row_bytes > CSM_ROW_GROUP ? CSM_TILE_BYTES / row_bytes : CSM_ROW_GROUP;
+    csm_idx block = CSM_TILE_BYTES / row_bytes > CSM_ROW_GROUP ? CSM_TILE_BYTES / row_bytes : CSM_ROW_GROUP;
+    if (p->short_rows) {
+        const csm_idx reach = (CSM_SHORT_REACH + row_bytes - 1) / row_bytes;
+        if (block >= CSM_SHORT_GROUP_MAX + reach)
+            block = (block - reach) / CSM_SHORT_GROUP_MAX * CSM_SHORT_GROUP_MAX + reach;
+    }
     const int into_out = p->direct[OPD_OUT] && !backward && res == OPD_OUT;
     char *tile = NULL;
     if (!into_out) {

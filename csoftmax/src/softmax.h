@@ -60,6 +60,11 @@ _Static_assert(CSM_SHORT_ROW_MAX == 16, "CSM_EACH_SHORT_LENGTH lists the lengths
 /* float32 short rows: the most groups (a vector's lanes of rows each) the transposing kernels run step by step
  * together (short_rows_x86.inc; each set tunes its own number up to this). */
 #define CSM_SHORT_GROUPS 4
+/* The most rows in one group of those kernels (AVX-512's sixteen lanes), and the most bytes they read and write
+ * from a row's start (two 32-byte halves): staged short rows come in whole groups with rows after them to cover
+ * that reach, so a tile leaves no group to the rows kernel. */
+#define CSM_SHORT_GROUP_MAX 16
+#define CSM_SHORT_REACH 64
 /* The fused lanes kernel walks axes of at most this many steps (its float32 sums flush once). */
 #define CSM_LANES_FUSED_MAX CSM_F32_FLUSH
 /* The backward functions' fused lane strips (float16 only) walk axes of at most this many steps; longer ones
