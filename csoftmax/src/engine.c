@@ -1203,7 +1203,7 @@ static int plan_init(csm_plan *p, const csm_call *c, const csm_kernels *kt, int 
     p->pieces = 1;
     /* float16 operands the kernels can convert themselves: every one float16, native, aligned and contiguous
      * where the path's vectors run; which paths take them is decided per path below */
-    int f16_ok = p->ct == CSM_F32 && p->k->half_rows && p->classes == 1;
+    int f16_ok = p->ct == CSM_F32 && p->k->half_rows;
     for (int o = 0; o < N_OPD && f16_ok; o++) {
         const csm_operand *op = operand(c, o);
         if (op->data && o != OPD_MASK && o != OPD_STATE)
